@@ -1,0 +1,53 @@
+"""The `raysearch` command line.
+
+Every command module registers its sub-parser and a handler ``run(args) -> int``. User mistakes
+surface as :class:`~trainables.errors.UserInputError`: one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from raysearch import __version__
+from raysearch.commands import data, pretrain, trees
+from trainables.errors import UserInputError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in the project's one-line form, with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserInputError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="raysearch",
+        description="Hierarchy-aware adversarial fine-tuning of CLIP models.",
+    )
+    parser.add_argument("--version", action="version", version=f"raysearch {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module in (trees, data, pretrain):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 failed run, 2 bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or EXIT_OK)
+    except UserInputError as error:
+        print(f"raysearch: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("raysearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: the embedded procedurally rendered default and the real zero-shot datasets."""
