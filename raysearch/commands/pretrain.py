@@ -1,0 +1,76 @@
+"""`raysearch pretrain`: build or load the embedded base CLIP and print its zero-shot report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from raysearch.report import format_zero_shot_report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="build (once) or load the embedded base CLIP and print its zero-shot report",
+        description="Pretrain the tiny base CLIP on the embedded dataset, or load it from the "
+        "cache, and print its zero-shot accuracy per level, clean and under PGD.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="pretraining seed (default 0)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1200)")
+    parser.set_defaults(handler=run)
+
+
+def level_sizes(forest) -> dict[str, list[int]]:
+    return {
+        tree.name: [len(tree.level_nodes(level)) for level in range(tree.depth + 1)]
+        for tree in forest.trees
+    }
+
+
+def base_model_summary(base, seconds: float) -> dict:
+    return {
+        "weights": str(base.path),
+        "built": base.built,
+        "seconds": round(seconds, 1),
+        "report": base.report,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainables.hierarchy.shipped import load_shipped
+    from trainables.pretrain import PretrainSettings, load_or_pretrain_base
+
+    overrides = {"seed": args.seed}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    settings = PretrainSettings(**overrides)
+    if not args.json:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
+    base = load_or_pretrain_base(settings)
+    summary = base_model_summary(base, time.perf_counter() - started)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(describe_base(base, summary["seconds"], level_sizes(load_shipped("embedded"))))
+    return 0
+
+
+def describe_base(base, seconds: float, sizes: dict[str, list[int]]) -> str:
+    report = base.report
+    timing = report["pretraining"]
+    how = (
+        f"pretrained in {timing['seconds']} s ({timing['images_per_second']:.0f} img/s)"
+        if base.built
+        else f"loaded from the cache in {seconds:.1f} s (pretraining took {timing['seconds']} s)"
+    )
+    return "\n".join(
+        [
+            f"base CLIP `{report['model']}` on the embedded dataset: {how}",
+            f"weights: {base.path}",
+            format_zero_shot_report(report, level_sizes=sizes),
+        ]
+    )

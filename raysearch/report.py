@@ -1,0 +1,43 @@
+"""Human-readable tables of what the evaluators return (the evaluators never print)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+
+def format_eps(eps: float) -> str:
+    """Show eps as k/255 when it is one, as papers do."""
+    grey_levels = Fraction(eps * 255).limit_denominator(8)
+    if abs(float(grey_levels) / 255 - eps) < 1e-9:
+        return f"{grey_levels}/255"
+    return f"{eps:g}"
+
+
+def format_attack(attack: dict) -> str:
+    return (
+        f"PGD-{attack['steps']} {attack['norm'].replace('linf', 'L-inf')} "
+        f"eps={format_eps(attack['eps'])} step={format_eps(attack['step_size'])}"
+    )
+
+
+def format_zero_shot_report(report: dict, *, level_sizes: dict[str, list[int]] | None = None) -> str:
+    """A table of clean accuracy per tree and level, and the leaf accuracy under attack."""
+    templates = ", ".join(f'"{t}"' for t in report["templates"])
+    lines = [f"zero-shot accuracy on {report['samples']} test images (prompt {templates})"]
+    lines.append(f"  {'tree':<10} {'level':>5} {'classes':>7} {'clean':>7}")
+    leaf_done = False
+    for tree, levels in report["clean"].items():
+        for level, accuracy in sorted(levels.items(), key=lambda item: int(item[0])):
+            if int(level) == 0:
+                if leaf_done:
+                    continue
+                leaf_done, tree_shown = True, "(leaves)"
+            else:
+                tree_shown = tree
+            size = ""
+            if level_sizes and tree in level_sizes:
+                size = str(level_sizes[tree][int(level)])
+            lines.append(f"  {tree_shown:<10} {int(level):>5} {size:>7} {accuracy:>7.3f}")
+    attacked = report["pgd_leaf"]
+    lines.append(f"leaf accuracy under {format_attack(attacked['attack'])}: {attacked['leaf']:.3f}")
+    return "\n".join(lines)

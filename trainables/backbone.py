@@ -1,0 +1,206 @@
+"""Loading CLIP models: open_clip names with pretrained tags, local weight files, the embedded base.
+
+One entry point, :func:`load_clip`, covers the three ways a user names a model:
+
+* ``load_clip("ViT-B-32", "openai")``: an open_clip architecture and pretrained tag. Offline, a
+  tag whose weights are not in the local Hugging Face cache fails at once with a message telling
+  the user to pass a local weights file; it never waits on network retries.
+* ``load_clip("ViT-B-32", "/path/to/weights.safetensors")``: an architecture and a local file.
+* ``load_clip("embedded")``: the tiny base CLIP pretrained on the embedded dataset (built once,
+  then loaded from the cache; see :mod:`trainables.pretrain`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from trainables.errors import UserInputError, must
+
+EMBEDDED = "embedded"
+#: The open_clip architecture of the embedded base model (a config shipped in model_configs/).
+EMBEDDED_ARCH = "RS-TinyRN-32"
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_NETWORK_PROBE_TIMEOUT_S = 3.0
+# The files open_clip looks for in a hub repository, in its order of preference.
+_HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+@dataclass
+class LoadedClip:
+    """An open_clip model with what a zero-shot classifier needs around it."""
+
+    model: nn.Module
+    tokenizer: Any
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+    name: str
+    pretrained: str | None
+
+
+def register_configs() -> None:
+    """Make the shipped model configs (the embedded base) known to open_clip's factory."""
+    import open_clip
+
+    if EMBEDDED_ARCH not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def available_models() -> list[str]:
+    register_configs()
+    import open_clip
+
+    return [EMBEDDED, *open_clip.list_models()]
+
+
+def create_architecture(name: str) -> LoadedClip:
+    """A randomly initialised open_clip model of architecture ``name`` (no weights loaded)."""
+    register_configs()
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise must(
+            "model.name",
+            f"`{EMBEDDED}` or an open_clip model name such as ViT-B-32 or RN50 "
+            "(all names: open_clip.list_models())",
+            name,
+        )
+    # open_clip warns that no weights were loaded; that is the intent here.
+    logging.getLogger().disabled, was_disabled = True, logging.getLogger().disabled
+    try:
+        model = open_clip.create_model(name, pretrained=None)
+    finally:
+        logging.getLogger().disabled = was_disabled
+    return _wrap(model, name, None)
+
+
+def _wrap(model: nn.Module, name: str, pretrained: str | None) -> LoadedClip:
+    import open_clip
+
+    visual = model.visual
+    image_size = visual.image_size
+    if isinstance(image_size, (tuple, list)):
+        image_size = image_size[0]
+    return LoadedClip(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        mean=tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
+        std=tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+        image_size=int(image_size),
+        name=name,
+        pretrained=pretrained,
+    )
+
+
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a weights file safely: safetensors, or a torch file with ``weights_only=True``."""
+    if not path.is_file():
+        raise must("model.pretrained", "an existing weights file or an open_clip tag", str(path))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a corrupt or non-weights file is a user error, not a crash
+        raise UserInputError(f"cannot read weights from {path}: {error}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserInputError(f"weights file {path} does not hold a state dict")
+    # Weights saved from a DDP-wrapped model carry a "module." prefix.
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_weights(loaded: LoadedClip, path: Path) -> LoadedClip:
+    state = load_state_file(path)
+    missing, unexpected = loaded.model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserInputError(
+            f"weights file {path} does not fit model `{loaded.name}`: "
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
+        )
+    loaded.pretrained = str(path)
+    return loaded
+
+
+def _hub_reachable(endpoint: str) -> bool:
+    """One short TCP probe, so that offline use fails in seconds rather than after retries."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=_NETWORK_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_pretrained_tag(name: str, tag: str) -> str:
+    """The argument to hand open_clip: a cached local file when there is one, else the tag."""
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        shown = ", ".join(tags) or "none"
+        raise must("model.pretrained", f"a tag of `{name}` ({shown}) or a weights file", tag)
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub_id = cfg.get("hf_hub", "")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        # hf_hub is "org/repo/" or "org/repo/filename".
+        parts = hub_id.strip("/").split("/")
+        repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+        for candidate in [filename] if filename else _HUB_WEIGHT_FILES:
+            cached = try_to_load_from_cache(repo_id, candidate)
+            if isinstance(cached, str):
+                return cached
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable(endpoint):
+        raise UserInputError(
+            f"cannot download pretrained weights `{tag}` for `{name}`: {endpoint} is not "
+            f"reachable from this machine. Download them where there is internet and pass the "
+            f"file instead: model.pretrained=/path/to/open_clip_model.safetensors"
+        )
+    return tag
+
+
+def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:
+    """Load a CLIP model by open_clip name and pretrained tag, by local weights, or the embedded base.
+
+    Args:
+        name: an open_clip architecture (``open_clip.list_models()``) or ``"embedded"``.
+        pretrained: an open_clip pretrained tag, a path to a weights file (``.safetensors``,
+            ``.pt``/``.bin`` read with ``weights_only=True``), or None (random init; for
+            ``"embedded"``, None means the cached base model).
+    """
+    if name == EMBEDDED:
+        from trainables.pretrain import load_or_pretrain_base
+
+        loaded = load_or_pretrain_base().loaded
+        if pretrained is not None:
+            loaded = load_weights(loaded, Path(pretrained).expanduser())
+        return loaded
+    loaded = create_architecture(name)
+    if pretrained is None:
+        return loaded
+    path = Path(pretrained).expanduser()
+    if path.suffix in {".safetensors", ".pt", ".pth", ".bin"} or path.exists():
+        return load_weights(loaded, path)
+    import open_clip
+
+    source = _resolve_pretrained_tag(name, pretrained)
+    # Weights trained with QuickGELU (OpenAI's) need it, also when read from a cached file.
+    quick_gelu = bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+    model = open_clip.create_model(name, pretrained=source, force_quick_gelu=quick_gelu)
+    return _wrap(model, name, pretrained)

@@ -1,0 +1,667 @@
+"""The embedded dataset: twenty procedurally rendered shapes, built once and cached as Parquet.
+
+Each image shows one shape of :data:`~trainables.data.embedded_taxonomy.LEAVES` over a textured,
+graded background. The shape is drawn as a mask on a grid twice as fine as the image and
+area-averaged down (antialiased edges). Nuisance factors vary per image: shape and background
+colours (kept apart), radius, rotation (within +-``max_rotation_deg``, so that a square never
+turns into a diamond), position (the shape always stays inside) and gaussian pixel noise.
+
+Everything is a deterministic function of :class:`EmbeddedSpec`: a split is cut into fixed-size
+chunks, and chunk ``k`` of split ``s`` draws from ``SeedSequence(seed, spawn_key=(s, 1, k))``,
+so the bytes do not depend on how many processes render them.
+
+Only numpy is imported at module level: spawned render workers import this module, and leaving
+torch and pyarrow out keeps their start-up short. Both are imported where they are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trainables.cache import cache_dir, content_key
+from trainables.data.embedded_taxonomy import LEAVES
+from trainables.errors import UserInputError, must
+
+if TYPE_CHECKING:
+    import torch
+
+#: Bump whenever the drawing changes: it is part of every cache key.
+RENDER_VERSION = 1
+#: Split names in seed order (the index is part of each chunk's seed).
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Images per render chunk. Part of the seeding scheme: changing it changes the data.
+CHUNK_SIZE = 512
+#: Below this many images in total, rendering stays in the calling process.
+PARALLEL_MIN_IMAGES = 4096
+#: Supersampling factor of the shape masks (drawn at 2x, area-averaged down).
+SUPERSAMPLE = 2
+
+_METADATA_KEY = b"raysearch.embedded"
+
+
+# --------------------------------------------------------------------------------------------
+# Spec and containers
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """Everything that determines the embedded dataset's bytes.
+
+    ``radius_range`` is the shape's outer radius as a fraction of the image side (0.28-0.47 is
+    about 9-15 px at 32x32); ``max_rotation_deg`` bounds the rotation either way;
+    ``noise_max`` is the largest per-image gaussian noise sigma on the [0, 1] scale.
+    """
+
+    seed: int = 0
+    image_size: int = 32
+    n_train: int = 16000
+    n_val: int = 2000
+    n_test: int = 2000
+    noise_max: float = 0.06
+    radius_range: tuple[float, float] = (0.28, 0.47)
+    max_rotation_deg: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.seed) or self.seed < 0:
+            raise must("seed", "a non-negative integer", self.seed)
+        if not _is_int(self.image_size) or self.image_size < 32 or self.image_size % 32:
+            raise must("image_size", "a multiple of 32 and at least 32", self.image_size)
+        if not _is_int(self.n_train) or self.n_train < len(LEAVES):
+            raise must("n_train", f"an integer >= {len(LEAVES)} (one image per class)", self.n_train)
+        for name in ("n_val", "n_test"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise must(name, "a non-negative integer", value)
+        if not _is_number(self.noise_max) or not 0.0 <= self.noise_max <= 0.5:
+            raise must("noise_max", "a number in [0, 0.5]", self.noise_max)
+        radius = self.radius_range
+        if (
+            not isinstance(radius, (tuple, list))
+            or len(radius) != 2
+            or not all(_is_number(r) for r in radius)
+            or not 0.1 <= radius[0] <= radius[1] <= 0.5
+        ):
+            raise must("radius_range", "two numbers 0.1 <= low <= high <= 0.5", radius)
+        if not _is_number(self.max_rotation_deg) or not 0.0 <= self.max_rotation_deg <= 45.0:
+            raise must("max_rotation_deg", "a number in [0, 45]", self.max_rotation_deg)
+        # Normalise plain Python types so equal specs hash and compare equal.
+        for name in ("seed", "image_size", "n_train", "n_val", "n_test"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("noise_max", "max_rotation_deg"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "radius_range", (float(radius[0]), float(radius[1])))
+
+    def size(self, split: str) -> int:
+        """The number of images in ``split`` ("train", "val" or "test")."""
+        return getattr(self, f"n_{_check_split(split)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON-able values."""
+        data = asdict(self)
+        data["radius_range"] = list(self.radius_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmbeddedSpec:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise must("embedded spec", f"made of {sorted(cls.__dataclass_fields__)}", unknown)
+        return cls(**data)
+
+    def key(self) -> str:
+        """Content key of the fields and :data:`RENDER_VERSION`; names the cache folder."""
+        return content_key({"render_version": RENDER_VERSION, **self.to_dict()})
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise must("split", f"one of {', '.join(map(repr, SPLITS))}", split)
+    return split
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """Images and labels of one split.
+
+    ``images`` is a uint8 tensor ``[N, 3, H, W]``; ``labels`` an int64 tensor ``[N]``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be [N, 3, H, W], got {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"labels must be [{self.images.shape[0]}], got {tuple(self.labels.shape)}"
+            )
+
+    @classmethod
+    def from_numpy(cls, images_nhwc: np.ndarray, labels: np.ndarray) -> ImageSplit:
+        """Build from uint8 ``[N, H, W, 3]`` images and integer labels (copies into NCHW)."""
+        import torch
+
+        chw = np.ascontiguousarray(np.asarray(images_nhwc, dtype=np.uint8).transpose(0, 3, 1, 2))
+        return cls(torch.from_numpy(chw), torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def float_images(self) -> torch.Tensor:
+        """The images as float32 in [0, 1], ``[N, 3, H, W]``."""
+        return self.images.float().div_(255.0)
+
+    def subset(self, n: int) -> ImageSplit:
+        """The first ``n`` images (all of them when ``n`` exceeds the size)."""
+        if not _is_int(n) or n < 0:
+            raise must("n", "a non-negative integer", n)
+        return ImageSplit(self.images[:n], self.labels[:n])
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes: masks over unit shape coordinates (u right, v up, outer radius about 1)
+# --------------------------------------------------------------------------------------------
+
+Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _inside_polygon(u: np.ndarray, v: np.ndarray, points: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Even-odd rule: True where ``(u, v)`` lies inside the closed polygon ``points``."""
+    inside = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
+    for (x1, y1), (x2, y2) in zip(points, (*points[1:], points[0])):
+        if y1 == y2:
+            continue  # a horizontal edge never crosses a horizontal ray
+        crosses = (y1 > v) != (y2 > v)
+        x_at_v = x1 + (v - y1) * ((x2 - x1) / (y2 - y1))
+        inside ^= crosses & (u < x_at_v)
+    return inside
+
+
+def _regular(n: int, radius: float, start_deg: float) -> list[tuple[float, float]]:
+    return [
+        (radius * math.cos(math.radians(start_deg + 360.0 * i / n)),
+         radius * math.sin(math.radians(start_deg + 360.0 * i / n)))
+        for i in range(n)
+    ]
+
+
+def _star(points: int, outer: float, inner: float) -> list[tuple[float, float]]:
+    corners = []
+    for i in range(2 * points):
+        radius = outer if i % 2 == 0 else inner
+        angle = math.radians(90.0 + 180.0 * i / points)
+        corners.append((radius * math.cos(angle), radius * math.sin(angle)))
+    return corners
+
+
+def _polygon(points: Sequence[tuple[float, float]]) -> Mask:
+    return lambda u, v, t: _inside_polygon(u, v, points)
+
+
+def _circle(u, v, t):
+    return u * u + v * v <= 0.92**2
+
+
+def _ellipse(u, v, t):
+    minor = 0.42 + 0.12 * t  # 0.42-0.54 of the major axis: always clearly elongated
+    return u * u + (v / minor) ** 2 <= 1.0
+
+
+def _ring(u, v, t):
+    r2 = u * u + v * v
+    inner = 0.5 + 0.1 * t
+    return (r2 <= 0.95**2) & (r2 >= inner * inner)
+
+
+def _semicircle(u, v, t):
+    # A unit half disk with its flat side down, centred on its bounding box.
+    return (u * u + (v + 0.45) ** 2 <= 1.0) & (v >= -0.45)
+
+
+def _crescent(u, v, t):
+    shift = 0.38 + 0.12 * t
+    return (u * u + v * v <= 0.95**2) & ((u - shift) ** 2 + v * v > 0.82**2)
+
+
+def _heart(u, v, t):
+    # The quartic heart (x^2 + y^2 - 1)^3 <= x^2 y^3, spanning about x in [-1.14, 1.14].
+    x = u * 1.2
+    y = v * 1.2 + 0.12
+    s = x * x + y * y - 1.0
+    return s * s * s <= x * x * y * y * y
+
+
+_TEAR_CENTRE, _TEAR_RADIUS, _TEAR_TIP = -0.3, 0.65, 1.0
+
+
+def _teardrop_body() -> list[tuple[float, float]]:
+    # Triangle from the tip to the two points where the tip's tangents touch the round body.
+    d = _TEAR_TIP - _TEAR_CENTRE
+    cos_a = _TEAR_RADIUS / d
+    sin_a = math.sqrt(1.0 - cos_a * cos_a)
+    y = _TEAR_CENTRE + _TEAR_RADIUS * cos_a
+    x = _TEAR_RADIUS * sin_a
+    return [(0.0, _TEAR_TIP), (-x, y), (x, y)]
+
+
+_TEAR_BODY = _teardrop_body()
+
+
+def _teardrop(u, v, t):
+    body = u * u + (v - _TEAR_CENTRE) ** 2 <= _TEAR_RADIUS**2
+    return body | _inside_polygon(u, v, _TEAR_BODY)
+
+
+def _square(u, v, t):
+    return (np.abs(u) <= 0.72) & (np.abs(v) <= 0.72)
+
+
+def _rectangle(u, v, t):
+    half_height = 0.38 + 0.08 * t  # aspect 2.0-2.5
+    return (np.abs(u) <= 0.95) & (np.abs(v) <= half_height)
+
+
+def _diamond(u, v, t):
+    # A tall rhombus (width 0.55 of its height): never mistaken for a rotated square.
+    return np.abs(u) / 0.55 + np.abs(v) / 1.0 <= 1.0
+
+
+def _cross(u, v, t):
+    au, av = np.abs(u), np.abs(v)
+    return ((au <= 0.3) & (av <= 0.92)) | ((av <= 0.3) & (au <= 0.92))
+
+
+_MASKS: dict[str, Mask] = {
+    "circle": _circle,
+    "ellipse": _ellipse,
+    "ring": _ring,
+    "semicircle": _semicircle,
+    "crescent": _crescent,
+    "heart": _heart,
+    "teardrop": _teardrop,
+    "triangle": _polygon(_regular(3, 1.0, 90.0)),
+    "square": _square,
+    "rectangle": _rectangle,
+    "diamond": _diamond,
+    "trapezoid": _polygon([(-0.95, -0.55), (0.95, -0.55), (0.48, 0.55), (-0.48, 0.55)]),
+    "parallelogram": _polygon([(-0.95, -0.45), (0.4, -0.45), (0.95, 0.45), (-0.4, 0.45)]),
+    "pentagon": _polygon(_regular(5, 0.95, 90.0)),
+    "hexagon": _polygon(_regular(6, 0.95, 0.0)),
+    "star": _polygon(_star(5, 1.0, 0.42)),
+    "cross": _cross,
+    "arrow": _polygon(
+        [(-0.95, 0.2), (0.1, 0.2), (0.1, 0.62), (0.95, 0.0), (0.1, -0.62), (0.1, -0.2),
+         (-0.95, -0.2)]
+    ),
+    "chevron": _polygon(
+        [(0.0, 0.8), (0.95, -0.15), (0.95, -0.72), (0.0, 0.22), (-0.95, -0.72), (-0.95, -0.15)]
+    ),
+    "hourglass": _polygon(
+        [(-0.68, 0.95), (0.68, 0.95), (0.07, 0.0), (0.68, -0.95), (-0.68, -0.95), (-0.07, 0.0)]
+    ),
+}
+assert tuple(_MASKS) == LEAVES, "every leaf class needs exactly one drawing, in label order"
+
+
+def draw_masks(
+    labels: np.ndarray,
+    image_size: int,
+    *,
+    centers: np.ndarray,
+    radii: np.ndarray,
+    angles_deg: np.ndarray,
+    variations: np.ndarray | None = None,
+) -> np.ndarray:
+    """Antialiased coverage masks of the shapes, float32 ``[N, S, S]`` in [0, 1].
+
+    ``centers`` is ``[N, 2]`` (x, y) in pixels from the top-left corner; ``radii`` ``[N]`` the
+    outer radius in pixels; ``angles_deg`` ``[N]`` counter-clockwise rotations; ``variations``
+    ``[N]`` in [0, 1] picks within-class proportions (ring width, ellipse aspect, ...; default
+    0.5). Each mask is drawn at :data:`SUPERSAMPLE` times the resolution and area-averaged down.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = labels.shape[0]
+    if variations is None:
+        variations = np.full(n, 0.5, dtype=np.float32)
+    fine = image_size * SUPERSAMPLE
+    axis = (np.arange(fine, dtype=np.float32) + 0.5) / SUPERSAMPLE  # fine pixel centres
+    masks = np.empty((n, fine, fine), dtype=np.float32)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        cx = np.asarray(centers, dtype=np.float32)[idx, 0, None, None]
+        cy = np.asarray(centers, dtype=np.float32)[idx, 1, None, None]
+        r = np.asarray(radii, dtype=np.float32)[idx, None, None]
+        theta = np.radians(np.asarray(angles_deg, dtype=np.float32)[idx, None, None])
+        cos, sin = np.cos(theta), np.sin(theta)
+        dx = (axis[None, None, :] - cx) / r
+        dy = (cy - axis[None, :, None]) / r  # image rows grow downwards, v grows upwards
+        u = cos * dx + sin * dy  # rotate the grid by -theta: the shape turns by +theta
+        v = cos * dy - sin * dx
+        t = np.asarray(variations, dtype=np.float32)[idx, None, None]
+        masks[idx] = _MASKS[LEAVES[int(label)]](u, v, t)
+    return masks.reshape(n, image_size, SUPERSAMPLE, image_size, SUPERSAMPLE).mean(axis=(2, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+#: Smallest RGB distance between the shape colour and either end of the background gradient.
+_MIN_COLOUR_GAP = 0.45
+_GRADIENT_SPAN = 0.15  # per channel, between the two ends of the background gradient
+_TEXTURE_AMPLITUDE = 0.07
+_TEXTURE_GRID = 5  # coarse value-noise grid, upsampled bilinearly
+
+
+def _colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background gradient ends and shape colours ``[n, 3]``, the shape far from both ends."""
+    bg0 = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
+    bg1 = np.clip(bg0 + rng.uniform(-_GRADIENT_SPAN, _GRADIENT_SPAN, (n, 3)), 0.0, 1.0)
+    fg = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
+    for _ in range(100):
+        gap = np.minimum(np.linalg.norm(fg - bg0, axis=1), np.linalg.norm(fg - bg1, axis=1))
+        redo = np.flatnonzero(gap < _MIN_COLOUR_GAP)
+        if redo.size == 0:
+            break
+        fg[redo] = rng.uniform(0.0, 1.0, (redo.size, 3))
+    else:  # practically unreachable; push any leftover to the opposite corner of the cube
+        fg[redo] = np.where(bg0[redo] > 0.5, 0.0, 1.0)
+    return bg0, bg1.astype(np.float32), fg
+
+
+def _upsample_matrix(coarse: int, size: int) -> np.ndarray:
+    """``[size, coarse]`` bilinear interpolation weights (rows sum to 1)."""
+    pos = (np.arange(size, dtype=np.float32) + 0.5) / size * (coarse - 1)
+    low = np.clip(np.floor(pos).astype(np.int64), 0, coarse - 2)
+    frac = pos - low
+    weights = np.zeros((size, coarse), dtype=np.float32)
+    weights[np.arange(size), low] = 1.0 - frac
+    weights[np.arange(size), low + 1] = frac
+    return weights
+
+
+def _backgrounds(
+    rng: np.random.Generator, bg0: np.ndarray, bg1: np.ndarray, size: int
+) -> np.ndarray:
+    """Graded, textured backgrounds, float32 ``[n, S, S, 3]`` (unclipped)."""
+    n = bg0.shape[0]
+    direction = rng.uniform(0.0, 2.0 * np.pi, n).astype(np.float32)
+    axis = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    ramp = (
+        np.cos(direction)[:, None, None] * axis[None, None, :]
+        + np.sin(direction)[:, None, None] * axis[None, :, None]
+    ) / math.sqrt(0.5) + 0.5  # 0..1 along the gradient direction
+    image = bg0[:, None, None, :] + ramp[..., None] * (bg1 - bg0)[:, None, None, :]
+    coarse = rng.uniform(-1.0, 1.0, (n, _TEXTURE_GRID, _TEXTURE_GRID)).astype(np.float32)
+    up = _upsample_matrix(_TEXTURE_GRID, size)
+    texture = np.einsum("yi,nij,xj->nyx", up, coarse, up, optimize=True)
+    amplitude = rng.uniform(0.3, 1.0, (n, 1, 1)).astype(np.float32) * _TEXTURE_AMPLITUDE
+    tint = rng.uniform(0.5, 1.0, (n, 1, 1, 3)).astype(np.float32)
+    return image + (amplitude * texture)[..., None] * tint
+
+
+def render_images(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    image_size: int = 32,
+    *,
+    noise_max: float = 0.06,
+    radius_range: tuple[float, float] = (0.28, 0.47),
+    max_rotation_deg: float = 20.0,
+) -> np.ndarray:
+    """Render one image per label; a pure function of its arguments and ``rng``'s state.
+
+    Returns uint8 ``[N, S, S, 3]`` (HWC). The radius is drawn from ``radius_range`` times the
+    image side, the rotation from +-``max_rotation_deg``, the centre so that the shape stays
+    at least one pixel inside, and the noise sigma from [0, ``noise_max``].
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n, size = labels.shape[0], image_size
+    bg0, bg1, fg = _colours(rng, n)
+    radii = rng.uniform(radius_range[0], radius_range[1], n).astype(np.float32) * size
+    slack = np.maximum(size / 2.0 - radii - 1.0, 0.0)  # keeps the outer radius inside
+    centers = size / 2.0 + rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32) * slack[:, None]
+    angles = rng.uniform(-max_rotation_deg, max_rotation_deg, n).astype(np.float32)
+    variations = rng.uniform(0.0, 1.0, n).astype(np.float32)
+    alpha = draw_masks(
+        labels, size, centers=centers, radii=radii, angles_deg=angles, variations=variations
+    )[..., None]
+    image = _backgrounds(rng, bg0, bg1, size) * (1.0 - alpha) + fg[:, None, None, :] * alpha
+    sigma = rng.uniform(0.0, noise_max, (n, 1, 1, 1)).astype(np.float32)
+    image += sigma * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Building a split (deterministic, chunked, optionally in worker processes)
+# --------------------------------------------------------------------------------------------
+
+
+def split_labels(spec: EmbeddedSpec, split: str) -> np.ndarray:
+    """Balanced, shuffled labels of ``split`` (class counts differ by at most one)."""
+    index = SPLITS.index(_check_split(split))
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index, 0)))
+    return rng.permutation(np.arange(spec.size(split)) % len(LEAVES)).astype(np.int64)
+
+
+def _render_chunk(spec_fields: dict[str, Any], split_index: int, chunk: int, labels: np.ndarray):
+    spec = EmbeddedSpec.from_dict(spec_fields)
+    seq = np.random.SeedSequence(spec.seed, spawn_key=(split_index, 1, chunk))
+    return render_images(
+        labels,
+        np.random.default_rng(seq),
+        spec.image_size,
+        noise_max=spec.noise_max,
+        radius_range=spec.radius_range,
+        max_rotation_deg=spec.max_rotation_deg,
+    )
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def generate_splits(
+    spec: EmbeddedSpec, splits: Sequence[str] = SPLITS, *, workers: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Render ``splits`` in memory: ``{split: (uint8 [N, S, S, 3] images, int64 [N] labels)}``.
+
+    ``workers`` processes render the chunks (default: up to 4 of the available cores when there
+    are at least :data:`PARALLEL_MIN_IMAGES` images, else 1). The result does not depend on it.
+    """
+    if workers is not None and (not _is_int(workers) or workers < 1):
+        raise must("workers", "a positive integer", workers)
+    labels = {split: split_labels(spec, split) for split in splits}
+    jobs = [
+        (split, chunk, labels[split][start : start + CHUNK_SIZE])
+        for split in splits
+        for chunk, start in enumerate(range(0, spec.size(split), CHUNK_SIZE))
+    ]
+    if workers is None:
+        total = sum(len(job[2]) for job in jobs)
+        workers = min(_available_cpus(), 4) if total >= PARALLEL_MIN_IMAGES else 1
+    workers = max(1, min(workers, len(jobs)))
+    fields = spec.to_dict()
+    if workers == 1:
+        rendered = [_render_chunk(fields, SPLITS.index(s), k, lab) for s, k, lab in jobs]
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_render_chunk, fields, SPLITS.index(s), k, lab) for s, k, lab in jobs
+            ]
+            rendered = [future.result() for future in futures]
+    size = spec.image_size
+    out = {}
+    for split in splits:
+        parts = [img for (s, _, _), img in zip(jobs, rendered) if s == split]
+        images = np.concatenate(parts) if parts else np.empty((0, size, size, 3), np.uint8)
+        out[split] = (images, labels[split])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Parquet cache
+# --------------------------------------------------------------------------------------------
+
+
+def embedded_cache_path(spec: EmbeddedSpec) -> Path:
+    """The cache folder of ``spec`` (not created)."""
+    return cache_dir("datasets") / f"embedded-{spec.key()}"
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    return folder / f"{split}.parquet"
+
+
+def is_cached(spec: EmbeddedSpec) -> bool:
+    """Whether every split of ``spec`` is already in the cache."""
+    folder = embedded_cache_path(spec)
+    return all(_split_file(folder, split).is_file() for split in SPLITS)
+
+
+def _metadata(spec: EmbeddedSpec, split: str) -> dict[bytes, bytes]:
+    info = {
+        "render_version": RENDER_VERSION,
+        "spec": spec.to_dict(),
+        "split": split,
+        "image_shape": [spec.image_size, spec.image_size, 3],
+        "image_layout": "HWC uint8",
+        "classes": list(LEAVES),
+    }
+    return {_METADATA_KEY: json.dumps(info, sort_keys=True).encode()}
+
+
+def _write_split(path: Path, spec: EmbeddedSpec, split: str, images: np.ndarray, labels: np.ndarray):
+    """Write one split atomically: a uniquely named temporary file, then a rename."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = images.shape[0]
+    per_image = int(np.prod(images.shape[1:]))
+    large = n * per_image >= 2**31  # 32-bit offsets would overflow
+    offsets = np.arange(n + 1, dtype=np.int64 if large else np.int32) * per_image
+    image_column = pa.Array.from_buffers(
+        pa.large_binary() if large else pa.binary(),
+        n,
+        [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(images))],
+    )
+    table = pa.table(
+        {"image": image_column, "label": pa.array(labels.astype(np.int16))},
+    ).replace_schema_metadata(_metadata(spec, split))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="none")
+        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_split(path: Path, spec: EmbeddedSpec, split: str) -> ImageSplit | None:
+    """Read one cached split; None when the file is missing, unreadable or for another spec."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (FileNotFoundError, OSError, pa.ArrowException):
+        return None
+    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
+    try:
+        info = json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+    expected = json.loads(_metadata(spec, split)[_METADATA_KEY])
+    if info != expected or table.num_rows != spec.size(split):
+        return None
+    size = spec.image_size
+    per_image = size * size * 3
+    column = table.column("image").combine_chunks()
+    if column.null_count:
+        return None
+    offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
+    buffers = column.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=offset_type)[column.offset : column.offset + len(column) + 1]
+    if len(offsets) and np.any(np.diff(offsets) != per_image):
+        return None
+    start = int(offsets[0]) if len(offsets) else 0
+    data = np.frombuffer(buffers[2], dtype=np.uint8, count=len(column) * per_image, offset=start)
+    images = data.reshape(len(column), size, size, 3)
+    labels = table.column("label").to_numpy().astype(np.int64)
+    return ImageSplit.from_numpy(images, labels)
+
+
+@dataclass(frozen=True)
+class EmbeddedDataset:
+    """The cached embedded dataset of one spec; :meth:`split` reads (and memoises) a split."""
+
+    spec: EmbeddedSpec
+    cache_path: Path
+    classes: tuple[str, ...] = LEAVES
+    _loaded: dict[str, ImageSplit] = field(default_factory=dict, repr=False, compare=False)
+
+    def split(self, name: str) -> ImageSplit:
+        """The "train", "val" or "test" split."""
+        _check_split(name)
+        if name not in self._loaded:
+            path = _split_file(self.cache_path, name)
+            loaded = _read_split(path, self.spec, name)
+            if loaded is None:  # removed or replaced since load_embedded: rebuild it
+                _build(self.spec, [name], workers=None)
+                loaded = _read_split(path, self.spec, name)
+            if loaded is None:
+                raise UserInputError(f"could not read the embedded cache file {path}.")
+            self._loaded[name] = loaded
+        return self._loaded[name]
+
+    def sizes(self) -> dict[str, int]:
+        return {split: self.spec.size(split) for split in SPLITS}
+
+
+def _build(spec: EmbeddedSpec, splits: Sequence[str], *, workers: int | None) -> None:
+    folder = embedded_cache_path(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in generate_splits(spec, splits, workers=workers).items():
+        _write_split(_split_file(folder, split), spec, split, images, labels)
+
+
+def load_embedded(spec: EmbeddedSpec | None = None, *, workers: int | None = None) -> EmbeddedDataset:
+    """The embedded dataset of ``spec`` (default spec when None), rendered first if not cached.
+
+    The cache lives in ``cache_dir("datasets", f"embedded-{spec.key()}")``: one Parquet file per
+    split with columns ``image`` (raw HWC uint8 bytes) and ``label``, and the spec in the schema
+    metadata. Files are written atomically, so concurrent builders all end with a valid cache.
+    A file that cannot be read or belongs to another spec is rendered again.
+    """
+    spec = EmbeddedSpec() if spec is None else spec
+    if not isinstance(spec, EmbeddedSpec):
+        raise must("spec", "an EmbeddedSpec or None", spec)
+    folder = embedded_cache_path(spec)
+    missing = [s for s in SPLITS if not _split_file(folder, s).is_file()]
+    if missing:
+        _build(spec, missing, workers=workers)
+    return EmbeddedDataset(spec=spec, cache_path=folder)
