@@ -41,3 +41,16 @@ def format_zero_shot_report(report: dict, *, level_sizes: dict[str, list[int]] |
     attacked = report["pgd_leaf"]
     lines.append(f"leaf accuracy under {format_attack(attacked['attack'])}: {attacked['leaf']:.3f}")
     return "\n".join(lines)
+
+
+def show_progress_logs() -> None:
+    """Print the project's own INFO progress lines (not those of open_clip, Ray or MLflow)."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("trainables", "raysearch"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

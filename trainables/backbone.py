@@ -123,7 +123,11 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(loaded: LoadedClip, path: Path) -> LoadedClip:
     state = load_state_file(path)
-    missing, unexpected = loaded.model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = loaded.model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        first = str(error).strip().splitlines()[-1].strip()
+        raise UserInputError(f"weights file {path} does not fit model `{loaded.name}`: {first}") from None
     if missing or unexpected:
         raise UserInputError(
             f"weights file {path} does not fit model `{loaded.name}`: "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 
 
@@ -19,11 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from raysearch.commands.pretrain import describe_base, level_sizes
+    from raysearch.report import show_progress_logs
     from trainables.data.embedded import load_embedded
     from trainables.hierarchy.shipped import load_shipped
     from trainables.pretrain import load_or_pretrain_base
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    show_progress_logs()
     started = time.perf_counter()
     dataset = load_embedded()
     sizes = {name: len(dataset.split(name)) for name in ("train", "val", "test")}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 
-from raysearch.report import format_zero_shot_report
+from raysearch.report import format_zero_shot_report, show_progress_logs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--seed", type=int, default=0, help="pretraining seed (default 0)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1200)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1000)")
     parser.set_defaults(handler=run)
 
 
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["steps"] = args.steps
     settings = PretrainSettings(**overrides)
     if not args.json:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        show_progress_logs()
     started = time.perf_counter()
     base = load_or_pretrain_base(settings)
     summary = base_model_summary(base, time.perf_counter() - started)

@@ -1,0 +1,167 @@
+"""`raysearch data`: describe the embedded dataset (`info`), render or load its cache (`build`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from trainables.data.embedded import (
+    SPLITS,
+    EmbeddedSpec,
+    embedded_cache_path,
+    is_cached,
+    load_embedded,
+)
+from trainables.data.embedded_taxonomy import LEAVES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="describe the embedded dataset or build its cache",
+        description="The embedded dataset: twenty procedurally rendered shapes under three "
+        "class trees, rendered once per spec and cached as Parquet.",
+    )
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    actions.required = True
+
+    info = actions.add_parser(
+        "info",
+        help="print the classes, trees, split sizes and cache path",
+        description="Print the classes, the class trees (nodes per level), the split sizes and "
+        "the cache folder of the embedded dataset; renders nothing.",
+    )
+    _add_spec_arguments(info)
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(handler=run_info)
+
+    build = actions.add_parser(
+        "build",
+        help="render the embedded dataset into the cache (or load it) and time it",
+        description="Render the embedded dataset into the cache unless it is there already, "
+        "read every split back, and print the cache folder and the time taken.",
+    )
+    _add_spec_arguments(build)
+    build.add_argument(
+        "--workers", type=int, default=None, help="render processes (default: automatic)"
+    )
+    build.add_argument("--json", action="store_true", help="print one JSON object")
+    build.set_defaults(handler=run_build)
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = EmbeddedSpec()
+    group = parser.add_argument_group("dataset spec")
+    group.add_argument("--seed", type=int, default=defaults.seed, help="render seed (default 0)")
+    group.add_argument(
+        "--image-size",
+        type=int,
+        default=defaults.image_size,
+        help=f"image side in pixels, a multiple of 32 (default {defaults.image_size})",
+    )
+    for split in SPLITS:
+        group.add_argument(
+            f"--n-{split}",
+            type=int,
+            default=defaults.size(split),
+            help=f"images in the {split} split (default {defaults.size(split)})",
+        )
+    group.add_argument(
+        "--noise-max",
+        type=float,
+        default=defaults.noise_max,
+        help=f"largest gaussian noise sigma on [0, 1] pixels (default {defaults.noise_max})",
+    )
+
+
+def spec_from_args(args: argparse.Namespace) -> EmbeddedSpec:
+    """The :class:`EmbeddedSpec` described by the spec options (validated there)."""
+    return EmbeddedSpec(
+        seed=args.seed,
+        image_size=args.image_size,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        noise_max=args.noise_max,
+    )
+
+
+def dataset_info(spec: EmbeddedSpec) -> dict[str, Any]:
+    """What `data info` shows, as plain data."""
+    from trainables.hierarchy.shipped import load_shipped
+
+    forest = load_shipped("embedded")
+    trees = [
+        {
+            "name": tree.name,
+            "depth": tree.depth,
+            "nodes_per_level": [len(tree.level_names(level)) for level in range(tree.depth + 1)],
+        }
+        for tree in forest.trees
+    ]
+    return {
+        "dataset": "embedded",
+        "classes": list(LEAVES),
+        "trees": trees,
+        "image_size": spec.image_size,
+        "splits": {split: spec.size(split) for split in SPLITS},
+        "spec": spec.to_dict(),
+        "cache_path": str(embedded_cache_path(spec)),
+        "cached": is_cached(spec),
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    size = info["image_size"]
+    width = max(len(tree["name"]) for tree in info["trees"])
+    lines = [
+        f"embedded dataset: {len(info['classes'])} classes, {size}x{size} RGB images",
+        "classes: " + ", ".join(info["classes"]),
+        "trees (nodes per level, leaves first):",
+    ]
+    for tree in info["trees"]:
+        per_level = " / ".join(str(n) for n in tree["nodes_per_level"])
+        lines.append(f"  {tree['name']:<{width}}  depth {tree['depth']}  {per_level}")
+    lines.append("splits: " + ", ".join(f"{k} {n}" for k, n in info["splits"].items()))
+    state = "built" if info["cached"] else "not built yet; `raysearch data build` renders it"
+    lines.append(f"cache: {info['cache_path']} ({state})")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = dataset_info(spec_from_args(args))
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import pyarrow.parquet  # noqa: F401  imported before the clock starts: the timings below
+    import torch  # noqa: F401  measure rendering and reading, not library start-up
+
+    spec = spec_from_args(args)
+    rendered = not is_cached(spec)
+    started = time.perf_counter()
+    dataset = load_embedded(spec, workers=args.workers)
+    built_at = time.perf_counter()
+    images = sum(len(dataset.split(split)) for split in SPLITS)  # reads and checks every file
+    finished = time.perf_counter()
+    summary = {
+        "cache_path": str(dataset.cache_path),
+        "rendered": rendered,
+        "images": images,
+        "build_seconds": round(built_at - started, 3),
+        "read_seconds": round(finished - built_at, 3),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    how = (
+        f"rendered {images} images in {summary['build_seconds']:.2f} s"
+        if rendered
+        else f"already cached ({images} images)"
+    )
+    print(f"embedded dataset {how}; read back in {summary['read_seconds']:.2f} s")
+    print(f"cache: {summary['cache_path']}")
+    return 0

@@ -1,0 +1,294 @@
+"""`raysearch trees`: show, validate and build class trees.
+
+* ``trees show NAME_OR_FILE [--json] [--tree T]``: an indented view from the top level down to
+  the leaves (``--json``: ``{"name", "leaves", "depth", "levels"}`` with the display names of
+  levels 1..depth; a list of those for a forest);
+* ``trees validate FILE [--dataset NAME]``: a one-line summary, or the problem and exit code 2;
+* ``trees build table|wordnet|coarse|shipped``: write a tree file (``.json`` or ``.parquet``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trainables.errors import UserInputError, must
+
+#: Datasets with a WordNet tree recipe (leaves are WordNet names or ids).
+WORDNET_DATASETS = ("cifar10", "cifar100", "imagenet1k")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "trees",
+        help="show, validate and build class trees",
+        description="Show, validate and build the class trees (hierarchies) used for training.",
+    )
+    actions = parser.add_subparsers(dest="trees_action", metavar="ACTION")
+    actions.required = True
+
+    show = actions.add_parser("show", help="print a tree or forest")
+    show.add_argument("tree", metavar="NAME_OR_FILE", help="a shipped name, shipped/tree or a file")
+    show.add_argument("--tree", dest="select", metavar="T", help="one tree of a forest")
+    show.add_argument("--json", action="store_true", help="print the levels as JSON")
+    show.set_defaults(handler=run_show)
+
+    validate = actions.add_parser("validate", help="check a tree file")
+    validate.add_argument("file", metavar="FILE")
+    validate.add_argument(
+        "--dataset", metavar="NAME", help="its leaves must be this dataset's classes"
+    )
+    validate.set_defaults(handler=run_validate)
+
+    build = actions.add_parser("build", help="build a tree file")
+    sources = build.add_subparsers(dest="trees_source", metavar="SOURCE")
+    sources.required = True
+
+    table = sources.add_parser("table", help="from a parent table (YAML, JSON, CSV, Parquet)")
+    table.add_argument("file", metavar="FILE")
+    table.add_argument("--name", help="tree name (default: the file stem)")
+    table.add_argument("--dataset", metavar="D", help="the leaves must be this dataset's classes")
+    table.add_argument("--depth", type=int, metavar="L", help="levels kept above the leaves")
+    table.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    table.set_defaults(handler=run_build_table)
+
+    wordnet = sources.add_parser("wordnet", help="from WordNet hypernym paths")
+    leaves = wordnet.add_mutually_exclusive_group(required=True)
+    leaves.add_argument("--dataset", metavar="D", help=f"one of {', '.join(WORDNET_DATASETS)}")
+    leaves.add_argument(
+        "--ids",
+        metavar="FILE",
+        help="one WordNet id or name per line, optionally `LEAF = SYNSET`; # starts a comment",
+    )
+    wordnet.add_argument("--depth", type=int, metavar="L", help="levels kept above the leaves")
+    wordnet.add_argument("--name", help="tree name")
+    wordnet.add_argument("--wordnet-dir", metavar="DIR", help="a WordNet 3.0 database folder")
+    wordnet.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    wordnet.set_defaults(handler=run_build_wordnet)
+
+    coarse = sources.add_parser("coarse", help="from a dataset's coarse labels (cifar100)")
+    coarse.add_argument("--dataset", required=True, metavar="D")
+    coarse.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    coarse.set_defaults(handler=run_build_coarse)
+
+    shipped = sources.add_parser("shipped", help="rebuild every shipped tree file")
+    shipped.add_argument("--out-dir", metavar="DIR", help="default: the package's trees folder")
+    shipped.add_argument("--wordnet-dir", metavar="DIR", help="a WordNet 3.0 database folder")
+    shipped.set_defaults(handler=run_build_shipped)
+
+
+# -- descriptions ------------------------------------------------------------------------------
+
+
+def summary(obj) -> str:
+    """One line: name, leaves, depth and level sizes of a tree, or of each tree of a forest."""
+    from trainables.hierarchy import ClassTree
+
+    def sizes(tree) -> str:
+        return "/".join(map(str, tree.level_sizes))
+
+    if isinstance(obj, ClassTree):
+        return (
+            f"tree `{obj.name}`: {len(obj.leaves)} leaves, depth {obj.depth}, "
+            f"level sizes {sizes(obj)}"
+        )
+    trees = ", ".join(f"{tree.name} (depth {tree.depth}, {sizes(tree)})" for tree in obj.trees)
+    return f"forest of {len(obj.trees)} trees over {len(obj.leaves)} leaves: {trees}"
+
+
+def levels_json(tree) -> dict:
+    return {
+        "name": tree.name,
+        "leaves": list(tree.leaves),
+        "depth": tree.depth,
+        "levels": [list(tree.level_names(level)) for level in range(1, tree.depth + 1)],
+    }
+
+
+def tree_lines(tree) -> list[str]:
+    """An indented view of ``tree``: top nodes first, then their children down to the leaves.
+
+    A node shows its display name, followed by its id in brackets when the two differ.
+    """
+    order = {
+        node: i for level in range(tree.depth + 1) for i, node in enumerate(tree.level_nodes(level))
+    }
+    children: dict[str, list[str]] = {}
+    for child, parent in tree.parents.items():
+        if parent != tree.root:
+            children.setdefault(parent, []).append(child)
+    lines = [summary(tree)]
+
+    def walk(node: str, indent: int) -> None:
+        label = tree.labels[node]
+        shown = label if label == node else f"{label} [{node}]"
+        lines.append("  " * indent + shown)
+        for child in sorted(children.get(node, []), key=order.__getitem__):
+            walk(child, indent + 1)
+
+    for top in tree.level_nodes(tree.depth):
+        walk(top, 1)
+    return lines
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from trainables.hierarchy import ClassTree, resolve
+
+    obj = resolve(args.tree)
+    if args.select is not None:
+        if isinstance(obj, ClassTree):
+            if args.select != obj.name:
+                raise must("--tree", f"`{obj.name}` (the only tree of {args.tree})", args.select)
+        else:
+            obj = obj[args.select]
+    trees = [obj] if isinstance(obj, ClassTree) else list(obj.trees)
+    if args.json:
+        data = levels_json(obj) if isinstance(obj, ClassTree) else [levels_json(t) for t in trees]
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    print("\n\n".join("\n".join(tree_lines(tree)) for tree in trees))
+    return 0
+
+
+def _classes(dataset: str | None):
+    if dataset is None:
+        return None
+    from trainables.data.class_lists import dataset_classes
+
+    return dataset_classes(dataset)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from trainables.hierarchy import load
+
+    obj = load(args.file, leaves=_classes(args.dataset))
+    print(f"OK {args.file}: {summary(obj)}")
+    return 0
+
+
+def _written(path: Path, obj) -> None:
+    print(f"wrote {path}: {summary(obj)}")
+
+
+def _check_output(output: str) -> Path:
+    path = Path(output)
+    if path.suffix.lower() not in (".json", ".parquet"):
+        raise must("--output", "a .json or .parquet file", output)
+    return path
+
+
+def _with_dataset_labels(tree, dataset: str):
+    """The tree with the dataset's display names on leaves still labelled by their id."""
+    from trainables.data.class_lists import dataset_classes, dataset_labels
+    from trainables.hierarchy import ClassTree
+
+    names = dict(zip(dataset_classes(dataset), dataset_labels(dataset), strict=True))
+    labels = dict(tree.labels)
+    for leaf in tree.leaves:
+        if labels[leaf] == leaf:
+            labels[leaf] = names[leaf]
+    return ClassTree(tree.name, tree.leaves, tree.parents, labels, tree.depth)
+
+
+def run_build_table(args: argparse.Namespace) -> int:
+    from trainables.hierarchy import ClassTree, load, save
+
+    output = _check_output(args.output)
+    tree = load(args.file, leaves=_classes(args.dataset), depth=args.depth, name=args.name)
+    if not isinstance(tree, ClassTree):
+        raise must("FILE", "a parent table or a single tree (not a forest)", args.file)
+    if args.dataset is not None:
+        tree = _with_dataset_labels(tree, args.dataset)
+    _written(save(tree, output), tree)
+    return 0
+
+
+def read_ids_file(path: str | Path) -> tuple[list[str], dict[str, str]]:
+    """Leaves and overrides from a text file: ``LEAF`` or ``LEAF = SYNSET`` per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise must("--ids", "an existing file", str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path}: the file is not UTF-8 text.") from None
+    leaves: list[str] = []
+    overrides: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        leaf, equals, synset = (part.strip() for part in line.partition("="))
+        if not leaf or (equals and not synset):
+            raise UserInputError(
+                f"{path}: line {number} must be `LEAF` or `LEAF = SYNSET`, but got {raw!r}."
+            )
+        leaves.append(leaf)
+        if equals:
+            overrides[leaf] = synset
+    if not leaves:
+        raise UserInputError(f"{path}: the file lists no classes.")
+    return leaves, overrides
+
+
+def run_build_wordnet(args: argparse.Namespace) -> int:
+    from trainables.hierarchy import build_wordnet_tree, save
+    from trainables.hierarchy.shipped import CIFAR100_SYNSETS, SHIPPED_DEPTHS
+
+    output = _check_output(args.output)
+    labels = None
+    if args.dataset is not None:
+        if args.dataset not in WORDNET_DATASETS:
+            raise must("--dataset", f"one of {', '.join(WORDNET_DATASETS)}", args.dataset)
+        from trainables.data.class_lists import dataset_classes, dataset_labels
+
+        leaves = list(dataset_classes(args.dataset))
+        labels = dict(zip(leaves, dataset_labels(args.dataset), strict=True))
+        overrides = CIFAR100_SYNSETS if args.dataset == "cifar100" else {}
+        name = args.name or f"{args.dataset}-wordnet"
+        depth = (
+            args.depth
+            if args.depth is not None
+            else SHIPPED_DEPTHS[name]
+            if name in SHIPPED_DEPTHS
+            else None
+        )
+    else:
+        leaves, overrides = read_ids_file(args.ids)
+        name = args.name or Path(args.ids).stem
+        depth = args.depth
+    tree = build_wordnet_tree(
+        name,
+        leaves,
+        depth=depth,
+        synsets=overrides,
+        labels=labels,
+        wordnet_dir=args.wordnet_dir,
+    )
+    _written(save(tree, output), tree)
+    return 0
+
+
+def run_build_coarse(args: argparse.Namespace) -> int:
+    from trainables.data.class_lists import CIFAR100_CLASSES, CIFAR100_FINE_TO_COARSE
+    from trainables.hierarchy import build_coarse_tree, save
+
+    output = _check_output(args.output)
+    if args.dataset != "cifar100":
+        raise must("--dataset", "cifar100 (the only dataset with coarse labels)", args.dataset)
+    tree = build_coarse_tree("cifar100-coarse", CIFAR100_FINE_TO_COARSE, CIFAR100_CLASSES)
+    _written(save(tree, output), tree)
+    return 0
+
+
+def run_build_shipped(args: argparse.Namespace) -> int:
+    from trainables.hierarchy import build_shipped, load
+
+    written = build_shipped(args.out_dir, wordnet_dir=args.wordnet_dir)
+    for path in written.values():
+        _written(path, load(path))
+    return 0

@@ -1,0 +1,47 @@
+"""Shared fixtures: the embedded dataset, its forest and the cached base model, built once.
+
+The base model and dataset live in the normal cache (``$RAYSEARCH_CACHE`` or
+~/.cache/raysearch), so a second test session reuses them instead of pretraining again.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _two_threads():
+    # The CI machine has two cores; more threads only add contention.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def forest():
+    from trainables.hierarchy.shipped import load_shipped
+
+    return load_shipped("embedded")
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from trainables.data.embedded import load_embedded
+
+    return load_embedded()
+
+
+@pytest.fixture(scope="session")
+def base_model(embedded):
+    from trainables.pretrain import load_or_pretrain_base
+
+    return load_or_pretrain_base()
+
+
+@pytest.fixture()
+def tiny_clip():
+    """A randomly initialised tiny CLIP (fast; for shape and mechanics tests)."""
+    from trainables.backbone import EMBEDDED_ARCH, create_architecture
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return create_architecture(EMBEDDED_ARCH)

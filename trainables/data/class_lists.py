@@ -1,0 +1,140 @@
+"""Class names of the datasets the tool knows, in label order.
+
+* ``embedded``: the procedurally rendered default (``embedded_taxonomy.LEAVES``);
+* ``cifar10`` and ``cifar100``: torchvision's label order (CIFAR-100's fine labels are
+  alphabetical), plus CIFAR-100's 20 coarse superclasses;
+* ``imagenet1k``: the 1000 WordNet ids in timm's (the standard) order, named by the first name
+  of each description (timm is imported only when asked for).
+
+Class ids are the names used as tree leaves; :func:`dataset_labels` gives display names for
+prompts (underscores as spaces; ImageNet's first names, which may repeat: two "crane" classes).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from trainables.data.embedded_taxonomy import LEAVES as EMBEDDED_CLASSES
+from trainables.errors import must
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR100_CLASSES",
+    "CIFAR100_COARSE",
+    "CIFAR100_FINE_TO_COARSE",
+    "DATASETS",
+    "EMBEDDED_CLASSES",
+    "dataset_classes",
+    "dataset_labels",
+    "imagenet1k_classes",
+    "imagenet1k_names",
+]
+
+# fmt: off
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+CIFAR100_CLASSES: tuple[str, ...] = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)
+# fmt: on
+
+#: CIFAR-100's 20 superclasses (coarse label order) and their five fine classes each.
+CIFAR100_COARSE: dict[str, tuple[str, ...]] = {
+    "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
+    "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
+    "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
+    "food_containers": ("bottle", "bowl", "can", "cup", "plate"),
+    "fruit_and_vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+    "household_electrical_devices": ("clock", "keyboard", "lamp", "telephone", "television"),
+    "household_furniture": ("bed", "chair", "couch", "table", "wardrobe"),
+    "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
+    "large_carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
+    "large_man-made_outdoor_things": ("bridge", "castle", "house", "road", "skyscraper"),
+    "large_natural_outdoor_scenes": ("cloud", "forest", "mountain", "plain", "sea"),
+    "large_omnivores_and_herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
+    "medium_mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
+    "non-insect_invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
+    "people": ("baby", "boy", "girl", "man", "woman"),
+    "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
+    "small_mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
+    "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
+    "vehicles_1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
+    "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
+}
+
+#: ``{fine class: coarse class}`` for CIFAR-100.
+CIFAR100_FINE_TO_COARSE: dict[str, str] = {
+    fine: coarse for coarse, fines in CIFAR100_COARSE.items() for fine in fines
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_info():
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    ids = tuple(info.index_to_label_name(i) for i in range(info.num_classes()))
+    names = tuple(
+        info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())
+    )
+    return ids, names
+
+
+def imagenet1k_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids (``n01440764``, ...) in label order."""
+    return _imagenet_info()[0]
+
+
+def imagenet1k_names() -> tuple[str, ...]:
+    """The first name of each ImageNet-1k class description ("tench", ...), in label order."""
+    return _imagenet_info()[1]
+
+
+def _readable(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name.replace("_", " ") for name in names)
+
+
+_CLASSES = {
+    "embedded": lambda: tuple(EMBEDDED_CLASSES),
+    "cifar10": lambda: CIFAR10_CLASSES,
+    "cifar100": lambda: CIFAR100_CLASSES,
+    "imagenet1k": imagenet1k_classes,
+}
+_LABELS = {
+    "embedded": lambda: tuple(EMBEDDED_CLASSES),
+    "cifar10": lambda: _readable(CIFAR10_CLASSES),
+    "cifar100": lambda: _readable(CIFAR100_CLASSES),
+    "imagenet1k": imagenet1k_names,
+}
+
+#: Names accepted by :func:`dataset_classes`.
+DATASETS: tuple[str, ...] = tuple(_CLASSES)
+
+
+def _check(name: str) -> str:
+    if name not in _CLASSES:
+        raise must("dataset", f"one of {', '.join(DATASETS)}", name)
+    return name
+
+
+def dataset_classes(name: str) -> tuple[str, ...]:
+    """Class ids of a dataset in label order (the leaves of its trees)."""
+    return _CLASSES[_check(name)]()
+
+
+def dataset_labels(name: str) -> tuple[str, ...]:
+    """Display names of a dataset's classes, aligned with :func:`dataset_classes`."""
+    return _LABELS[_check(name)]()
