@@ -54,3 +54,4 @@ def show_progress_logs() -> None:
         if not logger.handlers:
             logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # libraries may have configured the root logger too

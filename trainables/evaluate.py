@@ -114,7 +114,7 @@ def attacked_accuracy(
 
 def _nest(totals: dict[tuple[str, int], int], count: int) -> dict[str, dict[int, float]]:
     nested: dict[str, dict[int, float]] = {}
-    for (tree, level), hits in sorted(totals.items()):
+    for (tree, level), hits in totals.items():  # the layout order: forest order, then level
         nested.setdefault(tree, {})[level] = hits / max(count, 1)
     return nested
 

@@ -18,7 +18,9 @@ UNBALANCED = {"a": "Y", "b": "Y", "Y": "X", "c": "X", "X": "R", "d": "R", "R": "
 
 @pytest.fixture(scope="module")
 def forest() -> Forest:
-    return Forest(ClassTree.from_parents(name, table, leaves=LEAVES) for name, table in TREES.items())
+    return Forest(
+        ClassTree.from_parents(name, table, leaves=LEAVES) for name, table in TREES.items()
+    )
 
 
 def _trees(forest: Forest) -> list[ClassTree]:
@@ -73,9 +75,7 @@ def _write_tables(tmp_path, table: dict[str, str]) -> list:
     csv_path = tmp_path / "shapes.csv"
     csv_path.write_text("child,parent\n" + "".join(f"{c},{p}\n" for c, p in table.items()))
     parquet_path = tmp_path / "shapes.parquet"
-    pq.write_table(
-        pa.table({"child": list(table), "parent": list(table.values())}), parquet_path
-    )
+    pq.write_table(pa.table({"child": list(table), "parent": list(table.values())}), parquet_path)
     return [yaml_path, json_path, csv_path, parquet_path]
 
 

@@ -103,7 +103,9 @@ def check_level_properties(tree: ClassTree) -> None:
 
 @pytest.fixture(scope="module")
 def embedded() -> Forest:
-    return Forest(ClassTree.from_parents(name, table, leaves=LEAVES) for name, table in TREES.items())
+    return Forest(
+        ClassTree.from_parents(name, table, leaves=LEAVES) for name, table in TREES.items()
+    )
 
 
 def test_embedded_forest_levels(embedded):
@@ -227,12 +229,18 @@ def test_coarse_tree():
     [
         (lambda: ClassTree.from_parents("t", {"a": "A", "A": "B", "B": "A"}), "cycle: A -> B -> A"),
         (lambda: ClassTree.from_parents("t", {"a": "a", "b": "B"}), "cycle: a -> a"),
-        (lambda: ClassTree.from_parents("t", {"a": "X"}, leaves=["a", "b"]), "leaf `b` has no path"),
+        (
+            lambda: ClassTree.from_parents("t", {"a": "X"}, leaves=["a", "b"]),
+            "leaf `b` has no path",
+        ),
         (
             lambda: ClassTree.from_parents("t", {"a": "X", "b": "X", "c": "Y"}, leaves=["a", "b"]),
             "node `c`",
         ),
-        (lambda: ClassTree.from_parents("t", [("a", "X"), ("a", "Y")]), "child `a` is listed twice"),
+        (
+            lambda: ClassTree.from_parents("t", [("a", "X"), ("a", "Y")]),
+            "child `a` is listed twice",
+        ),
         (lambda: ClassTree.from_parents("t", {}), "non-empty"),
         (lambda: ClassTree.from_parents("t", {"a": "X", "b": "X"}), "no level above its leaves"),
         (lambda: ClassTree.from_parents("t", UNBALANCED, depth=0), "`depth` must be"),

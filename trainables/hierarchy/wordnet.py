@@ -113,21 +113,19 @@ def _check_database(folder: str | Path, field: str) -> Path:
     return path.resolve()
 
 
-def _nltk_data_root() -> Path:
-    return cache_dir("nltk_data")
+_STAMP = "raysearch-source.json"
 
 
 def _own_nltk_wordnet() -> bool:
-    """Whether nltk finds a ``wordnet`` corpus of its own (not the layout this module makes)."""
+    """Whether nltk finds a ``wordnet`` corpus of its own (not a layout this module made)."""
     import nltk
 
     try:
         found = nltk.data.find("corpora/wordnet")
     except LookupError:
         return False
-    location = Path(str(getattr(found, "path", found))).resolve()
-    ours = _nltk_data_root().resolve()
-    return not (location == ours or ours in location.parents)
+    location = Path(str(getattr(found, "path", found)))
+    return not (location / _STAMP).is_file()
 
 
 def _fingerprint(source: Path) -> dict[str, Any]:
@@ -148,7 +146,7 @@ def layout_wordnet(source: str | Path) -> Path:
     """
     source = _check_database(source, "wordnet_dir")
     target = cache_dir("nltk_data", "corpora", "wordnet")
-    stamp = target / "raysearch-source.json"
+    stamp = target / _STAMP
     wanted = _fingerprint(source)
     try:
         if json.loads(stamp.read_text()) == wanted:
@@ -163,7 +161,7 @@ def layout_wordnet(source: str | Path) -> Path:
     partial = target / ("lexnames" + suffix)
     partial.write_text(lexnames_text())
     os.replace(partial, target / "lexnames")
-    partial = target / ("raysearch-source.json" + suffix)
+    partial = target / (_STAMP + suffix)
     partial.write_text(json.dumps(wanted))
     os.replace(partial, stamp)
     return target
@@ -204,6 +202,14 @@ def _open_reader(kind: str, root: str):
         return _reader_class()(root, None)
 
 
+def _nltk_reader():
+    """nltk's own WordNet reader, or None when that corpus cannot be read."""
+    try:
+        return _open_reader("nltk", "")
+    except (OSError, LookupError, ValueError):
+        return None
+
+
 def load_wordnet(wordnet_dir: str | Path | None = None):
     """An nltk WordNet 3.0 reader, found as the module docstring says (cached per source)."""
     try:
@@ -211,8 +217,8 @@ def load_wordnet(wordnet_dir: str | Path | None = None):
             root = layout_wordnet(_check_database(wordnet_dir, "wordnet_dir"))
         elif os.environ.get(WORDNET_ENV):
             root = layout_wordnet(_check_database(os.environ[WORDNET_ENV], WORDNET_ENV))
-        elif _own_nltk_wordnet():
-            return _open_reader("nltk", "")
+        elif _own_nltk_wordnet() and (own := _nltk_reader()) is not None:
+            return own
         elif all((DEFAULT_WORDNET_DIR / name).is_file() for name in _REQUIRED_FILES):
             root = layout_wordnet(DEFAULT_WORDNET_DIR)
         else:
