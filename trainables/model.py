@@ -92,6 +92,8 @@ class ZeroShotClassifier(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(loaded.std).view(1, 3, 1, 1))
         self.register_buffer("prototypes", torch.empty(0))
         self.refresh_prototypes()
+        # Mirror the wrapped model's mode: wrapping must not switch batch-norm statistics on.
+        self.train(self.clip.training)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised image embeddings [B, D] of [0, 1] images [B, 3, H, W]."""
