@@ -7,6 +7,7 @@ CLI, MLflow and Tune layers only format or log what these functions return.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,6 +52,17 @@ class AttackSettings:
         )
 
 
+@contextmanager
+def eval_mode(module: torch.nn.Module):
+    """Evaluate with frozen batch-norm statistics, then restore the module's mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def batches(
     images: torch.Tensor, labels: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -84,9 +96,10 @@ def level_accuracy(
 ) -> dict[str, dict[int, float]]:
     """Clean zero-shot accuracy at every level of every tree: ``{tree: {level: accuracy}}``."""
     totals: dict[tuple[str, int], int] = {}
-    for batch, batch_labels in batches(images, labels, batch_size):
-        for key, hits in _level_hits(classifier, _as_float(batch), batch_labels).items():
-            totals[key] = totals.get(key, 0) + hits
+    with eval_mode(classifier):
+        for batch, batch_labels in batches(images, labels, batch_size):
+            for key, hits in _level_hits(classifier, _as_float(batch), batch_labels).items():
+                totals[key] = totals.get(key, 0) + hits
     return _nest(totals, len(labels))
 
 
@@ -104,11 +117,12 @@ def attacked_accuracy(
     head = LevelHead(classifier, tree, level)
     pgd = attack.build(head)
     totals: dict[tuple[str, int], int] = {}
-    for batch, batch_labels in batches(images, labels, batch_size):
-        target = classifier.layout.level_targets(batch_labels, tree, level)
-        adversarial = pgd(_as_float(batch), target)
-        for key, hits in _level_hits(classifier, adversarial, batch_labels).items():
-            totals[key] = totals.get(key, 0) + hits
+    with eval_mode(classifier):
+        for batch, batch_labels in batches(images, labels, batch_size):
+            target = classifier.layout.level_targets(batch_labels, tree, level)
+            adversarial = pgd(_as_float(batch), target)
+            for key, hits in _level_hits(classifier, adversarial, batch_labels).items():
+                totals[key] = totals.get(key, 0) + hits
     return _nest(totals, len(labels))
 
 
@@ -129,16 +143,11 @@ def zero_shot_report(
 ) -> dict:
     """Clean accuracy per level and leaf accuracy under a leaf-level PGD, with settings."""
     attack = attack or AttackSettings()
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        clean = level_accuracy(classifier, images, labels, batch_size=batch_size)
-        first_tree = classifier.forest.trees[0].name
-        attacked = attacked_accuracy(
-            classifier, images, labels, attack, tree=first_tree, level=0, batch_size=batch_size
-        )
-    finally:
-        classifier.train(was_training)
+    clean = level_accuracy(classifier, images, labels, batch_size=batch_size)
+    first_tree = classifier.forest.trees[0].name
+    attacked = attacked_accuracy(
+        classifier, images, labels, attack, tree=first_tree, level=0, batch_size=batch_size
+    )
     return {
         "samples": int(len(labels)),
         "templates": list(classifier.templates),

@@ -133,6 +133,7 @@ class LevelHead(nn.Module):
         self.classifier = classifier
         self.tree, self.level = tree, level
         self.node_slice = classifier.layout.slice_of(tree, level)
+        self.train(classifier.training)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(images)[:, self.node_slice]
