@@ -21,7 +21,7 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Attack(ABC):
-    """Base class: runs :meth:`perturb` in eval mode and restores the model's training flag."""
+    """Base class: runs :meth:`perturb` in eval mode, then restores every submodule's mode."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -31,12 +31,14 @@ class Attack(ABC):
         """Return adversarial images for ``images`` (detached inputs, any grad mode)."""
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
+        # Restore every submodule's own flag: a blanket train(True) would wake up frozen parts.
+        modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
             return self.perturb(images.detach(), labels.detach()).detach()
         finally:
-            self.model.train(was_training)
+            for module, training in modes:
+                module.training = training
 
 
 class PGD(Attack):

@@ -114,10 +114,9 @@ def attacked_accuracy(
     batch_size: int = 500,
 ) -> dict[str, dict[int, float]]:
     """Accuracy at every level on adversarial images crafted against ``(tree, level)``."""
-    head = LevelHead(classifier, tree, level)
-    pgd = attack.build(head)
     totals: dict[tuple[str, int], int] = {}
     with eval_mode(classifier):
+        pgd = attack.build(LevelHead(classifier, tree, level))
         for batch, batch_labels in batches(images, labels, batch_size):
             target = classifier.layout.level_targets(batch_labels, tree, level)
             adversarial = pgd(_as_float(batch), target)

@@ -77,3 +77,12 @@ def test_pgd_is_reproducible_with_a_generator():
 def test_pgd_rejects_bad_settings(kwargs, field):
     with pytest.raises(UserInputError, match=f"`{field}` must be"):
         PGD(_model(), **kwargs)
+
+
+def test_pgd_restores_each_submodule_mode():
+    model = _model()
+    model.train()
+    model[1].eval()  # a frozen part stays frozen after the attack
+    images, labels = _batch()
+    PGD(model, eps=4 / 255, steps=1)(images, labels)
+    assert model.training and not model[1].training and model[3].training
