@@ -20,7 +20,9 @@ def format_attack(attack: dict) -> str:
     )
 
 
-def format_zero_shot_report(report: dict, *, level_sizes: dict[str, list[int]] | None = None) -> str:
+def format_zero_shot_report(
+    report: dict, *, level_sizes: dict[str, list[int]] | None = None
+) -> str:
     """A table of clean accuracy per tree and level, and the leaf accuracy under attack."""
     templates = ", ".join(f'"{t}"' for t in report["templates"])
     lines = [f"zero-shot accuracy on {report['samples']} test images (prompt {templates})"]

@@ -127,7 +127,9 @@ def load_weights(loaded: LoadedClip, path: Path) -> LoadedClip:
         missing, unexpected = loaded.model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches
         first = str(error).strip().splitlines()[-1].strip()
-        raise UserInputError(f"weights file {path} does not fit model `{loaded.name}`: {first}") from None
+        raise UserInputError(
+            f"weights file {path} does not fit model `{loaded.name}`: {first}"
+        ) from None
     if missing or unexpected:
         raise UserInputError(
             f"weights file {path} does not fit model `{loaded.name}`: "
@@ -180,7 +182,7 @@ def _resolve_pretrained_tag(name: str, tag: str) -> str:
 
 
 def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:
-    """Load a CLIP model by open_clip name and pretrained tag, by local weights, or the embedded base.
+    """Load a CLIP by open_clip name and pretrained tag, by local weights, or the embedded base.
 
     Args:
         name: an open_clip architecture (``open_clip.list_models()``) or ``"embedded"``.

@@ -56,7 +56,9 @@ class CaptionBank:
             truth[index[caption]].update(leaves)
             return index[caption]
 
-        leaf_choices = [[add(t.format(name), {i}) for t in templates] for i, name in enumerate(leaf_names)]
+        leaf_choices = [
+            [add(t.format(name), {i}) for t in templates] for i, name in enumerate(leaf_names)
+        ]
         context_choices: list[list[int]] = [[] for _ in range(num_leaves)]
         super_choices: list[list[int]] = [[] for _ in range(num_leaves)]
         for tree in forest.trees:
@@ -78,8 +80,8 @@ class CaptionBank:
             captions=tuple(index),
             describes=describes,
             leaf_choices=tuple(map(tuple, leaf_choices)),
-            context_choices=tuple(tuple(c or l) for c, l in zip(context_choices, leaf_choices)),
-            super_choices=tuple(tuple(s or l) for s, l in zip(super_choices, leaf_choices)),
+            context_choices=_or_leaf(context_choices, leaf_choices),
+            super_choices=_or_leaf(super_choices, leaf_choices),
         )
 
     def sample(
@@ -92,11 +94,13 @@ class CaptionBank:
     ) -> torch.Tensor:
         """One caption index per label: superclass-only, context or leaf caption at random."""
         if not 0 <= super_fraction + context_fraction <= 1:
-            raise must("super_fraction + context_fraction", "in [0, 1]", super_fraction + context_fraction)
+            raise must(
+                "super_fraction + context_fraction", "in [0, 1]", super_fraction + context_fraction
+            )
         kind = torch.rand(len(labels), generator=generator)
         pick = torch.rand(len(labels), generator=generator)
         chosen = []
-        for label, u, v in zip(labels.tolist(), kind.tolist(), pick.tolist()):
+        for label, u, v in zip(labels.tolist(), kind.tolist(), pick.tolist(), strict=True):
             if u < super_fraction:
                 options = self.super_choices[label]
             elif u < super_fraction + context_fraction:
@@ -105,3 +109,10 @@ class CaptionBank:
                 options = self.leaf_choices[label]
             chosen.append(options[int(v * len(options))])
         return torch.tensor(chosen, dtype=torch.long)
+
+
+def _or_leaf(
+    choices: list[list[int]], leaf_choices: list[list[int]]
+) -> tuple[tuple[int, ...], ...]:
+    """Per leaf, its choices, or its leaf captions when it has none (a tree of leaves only)."""
+    return tuple(tuple(own or leaf) for own, leaf in zip(choices, leaf_choices, strict=True))

@@ -59,7 +59,9 @@ class HeadLayout:
             return self.slices[(tree, level)]
         except KeyError:
             known = sorted({name for name, _ in self.slices})
-            raise must("level", f"a level of trees {known} within their depth", (tree, level)) from None
+            raise must(
+                "level", f"a level of trees {known} within their depth", (tree, level)
+            ) from None
 
     def level_targets(self, labels: torch.Tensor, tree: str, level: int) -> torch.Tensor:
         """Map leaf labels to node indices at ``level`` of ``tree``."""

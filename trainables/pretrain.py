@@ -23,7 +23,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainables.backbone import EMBEDDED_ARCH, LoadedClip, create_architecture, load_weights
+from trainables.backbone import (
+    EMBEDDED_ARCH,
+    LoadedClip,
+    create_architecture,
+    load_weights,
+    register_configs,
+)
 from trainables.cache import cache_dir, content_key
 from trainables.captions import CaptionBank
 from trainables.errors import must
@@ -75,7 +81,11 @@ class BaseModel:
 def _architecture_config(arch: str) -> dict:
     import open_clip
 
-    return open_clip.get_model_config(arch) or {}
+    register_configs()
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise must("pretrain.arch", "an open_clip model config", arch)
+    return config
 
 
 def base_model_dir(settings: PretrainSettings, dataset_key: str) -> Path:
@@ -137,7 +147,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             no_decay.append(parameter)
         else:
             decay.append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def pretrain(loaded: LoadedClip, forest, train_split, settings: PretrainSettings) -> dict:

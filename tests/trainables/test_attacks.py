@@ -57,7 +57,7 @@ def test_pgd_leaves_parameter_grads_and_mode_untouched():
     F.cross_entropy(model(images), labels).backward()
     before = [parameter.grad.clone() for parameter in model.parameters()]
     PGD(model, eps=4 / 255, steps=3)(images, labels)
-    assert all(torch.equal(b, p.grad) for b, p in zip(before, model.parameters()))
+    assert all(torch.equal(b, p.grad) for b, p in zip(before, model.parameters(), strict=True))
 
 
 def test_pgd_is_reproducible_with_a_generator():
@@ -71,8 +71,12 @@ def test_pgd_is_reproducible_with_a_generator():
 
 
 @pytest.mark.parametrize(
-    "kwargs, field", [({"eps": 0, "steps": 3}, "eps"), ({"eps": 0.1, "steps": 0}, "steps"),
-                      ({"eps": 0.1, "steps": 1, "norm": "l1"}, "norm")]
+    "kwargs, field",
+    [
+        ({"eps": 0, "steps": 3}, "eps"),
+        ({"eps": 0.1, "steps": 0}, "steps"),
+        ({"eps": 0.1, "steps": 1, "norm": "l1"}, "norm"),
+    ],
 )
 def test_pgd_rejects_bad_settings(kwargs, field):
     with pytest.raises(UserInputError, match=f"`{field}` must be"):

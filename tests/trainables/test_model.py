@@ -33,9 +33,9 @@ def test_level_logits_match_a_direct_cosine_computation(classifier, forest):
     with torch.no_grad():
         logits = classifier(images)
         clip = classifier.clip
-        normalized = (images - torch.tensor(clip.visual.image_mean).view(1, 3, 1, 1)) / torch.tensor(
-            clip.visual.image_std
-        ).view(1, 3, 1, 1)
+        normalized = (
+            images - torch.tensor(clip.visual.image_mean).view(1, 3, 1, 1)
+        ) / torch.tensor(clip.visual.image_std).view(1, 3, 1, 1)
         image = F.normalize(clip.encode_image(normalized), dim=-1)
         for tree in forest.trees:
             for level in range(tree.depth + 1):
@@ -49,7 +49,9 @@ def test_level_logits_match_a_direct_cosine_computation(classifier, forest):
 def test_text_prototypes_are_cached_not_recomputed_per_call(classifier, monkeypatch):
     calls = []
     original = classifier.clip.encode_text
-    monkeypatch.setattr(classifier.clip, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        classifier.clip, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     with torch.no_grad():
         classifier(torch.rand(2, 3, 32, 32))
         classifier(torch.rand(2, 3, 32, 32))

@@ -56,7 +56,9 @@ def test_captions_name_every_leaf_and_every_superclass_of_every_tree(forest):
 def test_caption_sampling_respects_the_fractions(forest):
     bank = CaptionBank.from_forest(forest)
     labels = torch.arange(len(forest.leaves)).repeat(200)
-    chosen = bank.sample(labels, torch.Generator().manual_seed(0), super_fraction=0.3, context_fraction=0.0)
+    chosen = bank.sample(
+        labels, torch.Generator().manual_seed(0), super_fraction=0.3, context_fraction=0.0
+    )
     true_of_own_leaf = bank.describes[chosen, labels]
     assert bool(true_of_own_leaf.all())
     leaf_only = bank.describes[chosen].sum(dim=1) == 1
@@ -77,7 +79,10 @@ def test_base_model_meets_the_zero_shot_and_attackability_bars(base_model, fores
     clean = level_accuracy(classifier, test.images, test.labels)
     assert clean[forest.trees[0].name][0] >= 0.80
     attacked = attacked_accuracy(
-        classifier, test.images[:200], test.labels[:200], AttackSettings(eps=8 / 255, steps=10),
+        classifier,
+        test.images[:200],
+        test.labels[:200],
+        AttackSettings(eps=8 / 255, steps=10),
         tree=forest.trees[0].name,
     )
     assert attacked[forest.trees[0].name][0] < 0.20

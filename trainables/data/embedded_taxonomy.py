@@ -60,7 +60,13 @@ _SYMMETRY_GROUPS = {
     "many-fold symmetric shape": ("triangle", "square", "pentagon", "hexagon", "star", "cross"),
     "two-fold symmetric shape": ("ellipse", "rectangle", "diamond", "parallelogram", "hourglass"),
     "mirror symmetric shape": (
-        "semicircle", "crescent", "heart", "teardrop", "trapezoid", "arrow", "chevron",
+        "semicircle",
+        "crescent",
+        "heart",
+        "teardrop",
+        "trapezoid",
+        "arrow",
+        "chevron",
     ),
 }
 _SYMMETRY_TOP = {
@@ -72,9 +78,22 @@ _CORNER_GROUPS = {
     "cornerless shape": ("circle", "ellipse", "ring"),
     "few-cornered shape": ("semicircle", "crescent", "heart", "teardrop"),
     "low-cornered shape": (
-        "triangle", "square", "rectangle", "diamond", "trapezoid", "parallelogram",
+        "triangle",
+        "square",
+        "rectangle",
+        "diamond",
+        "trapezoid",
+        "parallelogram",
     ),
-    "many-cornered shape": ("pentagon", "hexagon", "star", "cross", "arrow", "chevron", "hourglass"),
+    "many-cornered shape": (
+        "pentagon",
+        "hexagon",
+        "star",
+        "cross",
+        "arrow",
+        "chevron",
+        "hourglass",
+    ),
 }
 _CORNER_TOP = {
     "smooth shape": ("cornerless shape", "few-cornered shape"),
