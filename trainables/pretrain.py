@@ -233,12 +233,12 @@ def load_or_pretrain_base(
         dataset_spec: the embedded dataset spec (default: the standard embedded dataset).
         report_samples: test images used for the zero-shot report (default: the whole test split).
     """
-    from trainables.data.embedded import load_embedded
+    from trainables.data.embedded import EmbeddedSpec, load_embedded
     from trainables.hierarchy.shipped import load_shipped
 
     settings = settings or PretrainSettings()
-    dataset = load_embedded(dataset_spec)
-    directory = base_model_dir(settings, dataset.spec.key())
+    spec = dataset_spec or EmbeddedSpec()
+    directory = base_model_dir(settings, spec.key())
     weights = directory / WEIGHTS_FILE
     with _file_lock(directory.with_suffix(".lock")):
         if weights.is_file():
@@ -252,6 +252,8 @@ def load_or_pretrain_base(
             # Seed the initialisation without disturbing the caller's global RNG stream.
             torch.manual_seed(settings.seed)
             loaded = create_architecture(settings.arch)
+        # The images are read only when training; a cache hit needs just the spec's key.
+        dataset = load_embedded(spec)
         timing = pretrain(loaded, forest, dataset.split("train"), settings)
         test = dataset.split("test")
         if report_samples is not None:
@@ -260,7 +262,7 @@ def load_or_pretrain_base(
         report = {
             "model": settings.arch,
             "settings": asdict(settings),
-            "dataset": dataset.spec.key(),
+            "dataset": spec.key(),
             "pretraining": timing,
             **zero_shot_report(classifier, test.images, test.labels, attack=BASE_ATTACK),
         }
