@@ -132,6 +132,66 @@ def _nest(totals: dict[tuple[str, int], int], count: int) -> dict[str, dict[int,
     return nested
 
 
+def _mean_of(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def robustness_profile(
+    classifier: ZeroShotClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: AttackSettings,
+    *,
+    trees: list[str] | None = None,
+    batch_size: int = 500,
+) -> dict:
+    """The per-level robustness profile (METHOD.md, "Evaluation protocol").
+
+    Returns plain data:
+
+    - ``clean``: accuracy at every level of every tree;
+    - ``leaf_attack``: accuracy at every level under the leaf PGD (``robust_leaf`` = its leaf
+      accuracy);
+    - ``superclass_attacks[tree][level]``: under the PGD that maximises level ``level``'s
+      cross-entropy, ``{"level": accuracy at that level, "leaf": leaf accuracy}``; the leaf
+      accuracy is the transfer of level-``level`` adversarial examples to the leaf;
+    - ``transfer``: the mean of those leaf accuracies over every superclass level;
+    - ``settings``: the attack, sample count and templates, recorded beside the numbers.
+    """
+    layout = classifier.layout
+    trees = list(trees) if trees is not None else list(layout.tree_names)
+    clean = level_accuracy(classifier, images, labels, batch_size=batch_size)
+    leaf_tree = layout.tree_names[0]
+    leaf = attacked_accuracy(
+        classifier, images, labels, attack, tree=leaf_tree, level=0, batch_size=batch_size
+    )
+    superclass: dict[str, dict[int, dict[str, float]]] = {}
+    for tree in trees:
+        for level in range(1, layout.depth(tree) + 1):
+            attacked = attacked_accuracy(
+                classifier, images, labels, attack, tree=tree, level=level, batch_size=batch_size
+            )
+            superclass.setdefault(tree, {})[level] = {
+                "level": attacked[tree][level],
+                "leaf": attacked[tree][0],
+            }
+    transfer = _mean_of(cell["leaf"] for levels in superclass.values() for cell in levels.values())
+    return {
+        "settings": {
+            "attack": attack.describe(),
+            "samples": int(len(labels)),
+            "templates": list(classifier.templates),
+        },
+        "clean": clean,
+        "clean_leaf": clean[leaf_tree][0],
+        "leaf_attack": leaf,
+        "robust_leaf": leaf[leaf_tree][0],
+        "superclass_attacks": superclass,
+        "transfer": transfer,
+    }
+
+
 def zero_shot_report(
     classifier: ZeroShotClassifier,
     images: torch.Tensor,

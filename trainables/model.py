@@ -1,9 +1,20 @@
 """Zero-shot heads for every level of every tree, on top of an open_clip model.
 
 :class:`ZeroShotClassifier` makes CLIP attackable (STYLE.md, "make CLIP attackable"): it owns the
-model's pixel normalisation, the image encoder and the text prototypes of every node of the
-forest, and maps [0, 1] images to the logits of all levels of all trees with one matmul against
-all nodes at once. Attacks and evaluators then see a plain ``images -> logits`` module.
+model's pixel normalisation, the image encoder and the text embeddings of every node of the
+forest, and maps [0, 1] images to the logits of all levels of all trees with one matmul (or one
+pairwise distance computation) against all nodes at once. Attacks and evaluators then see a plain
+``images -> logits`` module.
+
+Two heads (:class:`HeadSettings`):
+
+- ``euclidean``: logits = logit scale x cosine(image, node prompt). Plain CLIP and the flat
+  baselines (TeCoA, PMG-AFT, FARE) use it with the text side frozen.
+- ``hyperbolic``: image and text embeddings are mapped into the Poincare ball,
+  ``phi(x) = xi(exp0(a_img f(x)))`` and ``psi(v) = xi(exp0(a_txt P h_v))``, and logits are
+  ``-d_r(phi, psi) / temperature`` (METHOD.md). ``h_v`` is the frozen text transformer's pooled
+  output for node ``v`` (template-ensembled) and ``P`` the text projection, trainable for the
+  method.
 
 Logit layout: the leaves come first (level 0 is shared by every tree of a forest), then each
 tree's levels 1..L in forest order. :class:`HeadLayout` maps ``(tree, level)`` to its slice.
@@ -11,18 +22,93 @@ tree's levels 1..L in forest order. :class:`HeadLayout` maps ``(tree, level)`` t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables import geometry
 from trainables.backbone import LoadedClip
 from trainables.errors import must
 
 #: The standard CLIP zero-shot prompt; the embedded base model is pretrained with it.
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+GEOMETRIES = ("euclidean", "hyperbolic")
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """How image and text embeddings are compared. The fields METHOD.md leaves open are here.
+
+    Attributes:
+        geometry: ``"euclidean"`` (cosine) or ``"hyperbolic"`` (Poincare-ball distance).
+        curvature: r of the ball (curvature -r). Default 1.0.
+        learn_curvature: learn r, stored as log r and clamped to [0.1, 10] (as MERU does).
+        temperature: tau of the hyperbolic logits -d_r / tau. Default 0.1 (distances on the
+            embedded default span about 0..8, so logits span a range like CLIP's 100 x cosine).
+        init_norm: tangent-space norm the mean text embedding gets at construction, which fixes
+            the initial image and text scales. Default 1.5, i.e. ball norm tanh(1.5) = 0.91 at
+            r = 1: inside the ball, with room for leaves to move outwards.
+        learn_scales: learn the image and text scales (stored as logs).
+        boundary_eps: the projection xi keeps norms <= (1 - boundary_eps) / sqrt(r).
+        train_text_projection: the text projection P is trained (the method); otherwise the
+            whole text side is frozen and its output cached.
+    """
+
+    geometry: str = "euclidean"
+    curvature: float = 1.0
+    learn_curvature: bool = False
+    temperature: float = 0.1
+    init_norm: float = 1.5
+    learn_scales: bool = True
+    boundary_eps: float = 1e-3
+    train_text_projection: bool = False
+
+    def __post_init__(self):
+        if self.geometry not in GEOMETRIES:
+            raise must("head.geometry", f"one of {list(GEOMETRIES)}", self.geometry)
+        for name in ("curvature", "temperature", "init_norm"):
+            if not getattr(self, name) > 0:
+                raise must(f"head.{name}", "> 0", getattr(self, name))
+        if not 0 < self.boundary_eps < 1:
+            raise must("head.boundary_eps", "in (0, 1)", self.boundary_eps)
+
+    @property
+    def hyperbolic(self) -> bool:
+        return self.geometry == "hyperbolic"
+
+
+#: Clamp range of a learned curvature: far from flat (r -> 0) and from a degenerate tiny ball.
+CURVATURE_RANGE = (0.1, 10.0)
+#: Clamp of learned log scales: embeddings neither vanish nor jump to the boundary.
+LOG_SCALE_RANGE = (math.log(1e-4), math.log(1e4))
+
+
+@dataclass
+class HeadOutput:
+    """Everything the losses need from one forward pass.
+
+    Attributes:
+        image: ``[B, D]`` image embeddings in head space: unit vectors (euclidean) or points of
+            the Poincare ball (hyperbolic).
+        text: ``[N, D]`` embeddings of every node, in layout order, in the same space.
+        logits: ``[B, N]`` logits against every node.
+        features: ``[B, D]`` raw image-encoder output (unnormalised; FARE's space).
+        curvature: 0-dim tensor r (hyperbolic) or None.
+        temperature: tau of the hyperbolic logits, or 1 / logit scale (euclidean).
+    """
+
+    image: torch.Tensor
+    text: torch.Tensor
+    logits: torch.Tensor
+    features: torch.Tensor
+    curvature: torch.Tensor | None
+    temperature: float | torch.Tensor
+    geometry: str
 
 
 @dataclass(frozen=True)
@@ -54,6 +140,13 @@ class HeadLayout:
     def num_nodes(self) -> int:
         return len(self.names)
 
+    @property
+    def tree_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for name, _ in self.slices))
+
+    def depth(self, tree: str) -> int:
+        return max(level for name, level in self.slices if name == tree)
+
     def slice_of(self, tree: str, level: int) -> slice:
         try:
             return self.slices[(tree, level)]
@@ -69,19 +162,49 @@ class HeadLayout:
         return self.targets[(tree, level)].to(labels.device)[labels]
 
 
+def _projection_owner(clip: nn.Module) -> nn.Module | None:
+    """The module holding ``text_projection``: the CLIP itself, or its custom text tower."""
+    for owner in (clip, getattr(clip, "text", None)):
+        if owner is not None and getattr(owner, "text_projection", None) is not None:
+            return owner
+    return None
+
+
+@contextmanager
+def _without_text_projection(owner: nn.Module) -> Iterator[None]:
+    """Let ``encode_text`` return the pooled transformer output ``h`` (before ``P``)."""
+    projection = owner.text_projection
+    owner.text_projection = None
+    try:
+        yield
+    finally:
+        owner.text_projection = projection
+
+
 class ZeroShotClassifier(nn.Module):
-    """[0, 1] images -> cosine logits for every node of every tree, in one matmul.
+    """[0, 1] images -> logits for every node of every tree, in one matmul or distance call.
 
     Args:
         loaded: the CLIP model with its tokenizer and normalisation (:func:`load_clip`).
         forest: the class trees; level 0 are the dataset's classes in label order.
-        templates: prompt templates, ensembled per node (mean of normalised text embeddings).
+        templates: prompt templates, ensembled per node.
+        head: euclidean or hyperbolic head, see :class:`HeadSettings`.
 
-    Text prototypes are computed once at construction (the text side is frozen) and stored as a
-    buffer; call :meth:`refresh_prototypes` after changing the text tower.
+    The text transformer is never trained, so its output is computed once at construction and
+    cached as a buffer: the normalised prototypes (euclidean head; mean of normalised template
+    embeddings, renormalised) or the template-mean pooled outputs ``h_v`` (hyperbolic head, where
+    the projection ``P`` and the scales may be trained and are applied per forward, cheaply).
+    Call :meth:`refresh_text` after changing the text tower.
     """
 
-    def __init__(self, loaded: LoadedClip, forest, *, templates: Sequence[str] = DEFAULT_TEMPLATES):
+    def __init__(
+        self,
+        loaded: LoadedClip,
+        forest,
+        *,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        head: HeadSettings | None = None,
+    ):
         super().__init__()
         if not templates or any("{}" not in template for template in templates):
             raise must("templates", "a non-empty list of strings with a {} placeholder", templates)
@@ -89,42 +212,226 @@ class ZeroShotClassifier(nn.Module):
         self.tokenizer = loaded.tokenizer
         self.templates = tuple(templates)
         self.forest = forest
+        self.head = head or HeadSettings()
         self.layout = HeadLayout.from_forest(forest)
+        self._projection_owner = _projection_owner(self.clip)
+        if self.head.hyperbolic and self._projection_owner is None:
+            raise must(
+                "head.geometry",
+                "'euclidean' for a model without a text projection",
+                self.head.geometry,
+            )
         self.register_buffer("pixel_mean", torch.tensor(loaded.mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(loaded.std).view(1, 3, 1, 1))
-        self.register_buffer("prototypes", torch.empty(0))
-        self.refresh_prototypes()
+        self.register_buffer("prototypes", torch.empty(0))  # euclidean: [N, D] unit vectors
+        self.register_buffer("text_hidden", torch.empty(0))  # hyperbolic: [N, W] pooled h_v
+        self.refresh_text()
+        if self.head.hyperbolic:
+            self._init_hyperbolic_parameters()
         # Mirror the wrapped model's mode: wrapping must not switch batch-norm statistics on.
         self.train(self.clip.training)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image embeddings [B, D] of [0, 1] images [B, 3, H, W]."""
-        return self.clip.encode_image((images - self.pixel_mean) / self.pixel_std)
+    def with_forest(self, forest) -> ZeroShotClassifier:
+        """A classifier over another forest that shares this one's model and head parameters.
+
+        Fine-tuning aligns a selection of trees (maybe cut); evaluation scores every tree of the
+        dataset with the same weights, scales and curvature.
+        """
+        twin = ZeroShotClassifier.__new__(ZeroShotClassifier)
+        nn.Module.__init__(twin)
+        twin.clip, twin.tokenizer, twin.templates = self.clip, self.tokenizer, self.templates
+        twin.forest, twin.head = forest, self.head
+        twin.layout = HeadLayout.from_forest(forest)
+        twin._projection_owner = self._projection_owner
+        twin.register_buffer("pixel_mean", self.pixel_mean)
+        twin.register_buffer("pixel_std", self.pixel_std)
+        twin.register_buffer("prototypes", torch.empty(0, device=self.pixel_mean.device))
+        twin.register_buffer("text_hidden", torch.empty(0, device=self.pixel_mean.device))
+        if self.head.hyperbolic:
+            twin.log_curvature = self.log_curvature
+            twin.log_text_scale = self.log_text_scale
+            twin.log_image_scale = self.log_image_scale
+        twin.refresh_text()
+        twin.train(self.training)
+        return twin
+
+    # -- text side -------------------------------------------------------------------------
+
+    def _tokens(self, names: Sequence[str]) -> torch.Tensor:
+        prompts = [template.format(name) for name in names for template in self.templates]
+        return self.tokenizer(prompts).to(self.pixel_mean.device)
 
     def encode_prompts(self, names: Sequence[str]) -> torch.Tensor:
-        """Normalised template-ensembled text embeddings [len(names), D]."""
-        device = self.pixel_mean.device
-        prompts = [template.format(name) for name in names for template in self.templates]
-        tokens = self.tokenizer(prompts).to(device)
-        features = F.normalize(self.clip.encode_text(tokens), dim=-1)
+        """Normalised template-ensembled text embeddings [len(names), D] (the cosine prototypes)."""
+        features = F.normalize(self.clip.encode_text(self._tokens(names)), dim=-1)
         features = features.view(len(names), len(self.templates), -1).mean(dim=1)
         return F.normalize(features, dim=-1)
 
+    def encode_hidden(self, names: Sequence[str]) -> torch.Tensor:
+        """Template-mean pooled text transformer outputs ``h_v`` [len(names), W], before ``P``."""
+        with _without_text_projection(self._projection_owner):
+            hidden = self.clip.encode_text(self._tokens(names))
+        return hidden.view(len(names), len(self.templates), -1).mean(dim=1)
+
     @torch.no_grad()
-    def refresh_prototypes(self) -> None:
-        self.prototypes = self.encode_prompts(self.layout.names)
+    def refresh_text(self) -> None:
+        """Recompute the cached text transformer outputs of every node."""
+        if self.head.hyperbolic:
+            self.text_hidden = self.encode_hidden(self.layout.names).float()
+        else:
+            self.prototypes = self.encode_prompts(self.layout.names)
+
+    # Kept for callers of the euclidean head.
+    refresh_prototypes = refresh_text
+
+    def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Apply the model's text projection ``P`` to pooled outputs ``h``."""
+        projection = self._projection_owner.text_projection
+        if isinstance(projection, nn.Module):
+            return projection(hidden)
+        return hidden @ projection
+
+    # -- hyperbolic parameters -------------------------------------------------------------
+
+    @torch.no_grad()
+    def _init_hyperbolic_parameters(self) -> None:
+        head = self.head
+        text_norm = self.project_text(self.text_hidden).norm(dim=-1).mean().clamp_min(1e-6)
+        log_text_scale = math.log(head.init_norm) - math.log(float(text_norm))
+        self.log_curvature = nn.Parameter(
+            torch.tensor(math.log(head.curvature)), requires_grad=head.learn_curvature
+        )
+        self.log_text_scale = nn.Parameter(
+            torch.tensor(log_text_scale), requires_grad=head.learn_scales
+        )
+        # Until calibrated on images, assume image features are as long as text features.
+        self.log_image_scale = nn.Parameter(
+            torch.tensor(log_text_scale), requires_grad=head.learn_scales
+        )
+
+    @torch.no_grad()
+    def calibrate_image_scale(self, images: torch.Tensor) -> None:
+        """Set the image scale so that these images' mean tangent norm is ``head.init_norm``.
+
+        Deterministic given the images; call it once before fine-tuning with a fixed batch.
+        """
+        if not self.head.hyperbolic:
+            return
+        norm = self.encode_images(images).float().norm(dim=-1).mean().clamp_min(1e-6)
+        self.log_image_scale.fill_(math.log(self.head.init_norm) - math.log(float(norm)))
+
+    @property
+    def curvature(self) -> torch.Tensor | None:
+        if not self.head.hyperbolic:
+            return None
+        if not self.head.learn_curvature:
+            return self.log_curvature.exp()
+        low, high = CURVATURE_RANGE
+        return self.log_curvature.clamp(math.log(low), math.log(high)).exp()
+
+    def _scale(self, log_scale: torch.Tensor) -> torch.Tensor:
+        return log_scale.clamp(*LOG_SCALE_RANGE).exp()
 
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.exp().clamp(max=100.0)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits [B, num_nodes] over every node slot (see :class:`HeadLayout`)."""
-        features = F.normalize(self.encode_images(images), dim=-1)
-        return self.logit_scale * features @ self.prototypes.t()
+    # -- embeddings and logits -------------------------------------------------------------
+
+    @property
+    def text_delta_shape(self) -> tuple[int, int]:
+        """Shape of a text perturbation: one vector per node, in the space it is added to."""
+        if self.head.hyperbolic:
+            return (self.layout.num_nodes, self.project_text(self.text_hidden[:1]).shape[-1])
+        return tuple(self.prototypes.shape)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image embeddings [B, D] of [0, 1] images [B, 3, H, W]."""
+        return self.clip.encode_image((images - self.pixel_mean) / self.pixel_std)
+
+    def text_embeddings(self, text_delta: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, D] node embeddings in head space; ``text_delta`` is added before the map.
+
+        Euclidean: the delta is added to the unit prototypes, which are renormalised.
+        Hyperbolic: the delta is added to the tangent vector ``a_txt P h`` before exp0.
+        """
+        if not self.head.hyperbolic:
+            if text_delta is None:
+                return self.prototypes
+            return F.normalize(self.prototypes + text_delta, dim=-1)
+        tangent = self._scale(self.log_text_scale) * self.project_text(self.text_hidden).float()
+        if text_delta is not None:
+            tangent = tangent + text_delta
+        return self._to_ball(tangent)
+
+    def image_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, D] image embeddings in head space from raw encoder features."""
+        if not self.head.hyperbolic:
+            return F.normalize(features, dim=-1)
+        return self._to_ball(self._scale(self.log_image_scale) * features.float())
+
+    def _to_ball(self, tangent: torch.Tensor) -> torch.Tensor:
+        curvature = self.curvature
+        return geometry.project(
+            geometry.exp0(tangent, curvature), curvature, eps=self.head.boundary_eps
+        )
+
+    def logits_between(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[B, N] logits of head-space image embeddings against head-space node embeddings."""
+        if not self.head.hyperbolic:
+            return self.logit_scale * image @ text.t().to(image.dtype)
+        distance = geometry.pairwise_distance(image, text, self.curvature)
+        return -distance / self.head.temperature
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        text_delta: torch.Tensor | None = None,
+        return_embeddings: bool = False,
+    ) -> torch.Tensor | HeadOutput:
+        """Logits [B, num_nodes] over every node slot (see :class:`HeadLayout`).
+
+        With ``return_embeddings``, a :class:`HeadOutput` with the embeddings the losses need
+        (one forward, so a DDP wrapper sees every trained parameter used).
+        """
+        features = self.encode_images(images)
+        image = self.image_embeddings(features)
+        text = self.text_embeddings(text_delta)
+        logits = self.logits_between(image, text)
+        if not return_embeddings:
+            return logits
+        temperature = self.head.temperature if self.head.hyperbolic else 1 / self.logit_scale
+        return HeadOutput(
+            image=image,
+            text=text,
+            logits=logits,
+            features=features,
+            curvature=self.curvature,
+            temperature=temperature,
+            geometry=self.head.geometry,
+        )
 
     def level_logits(self, logits: torch.Tensor, tree: str, level: int) -> torch.Tensor:
         return logits[:, self.layout.slice_of(tree, level)]
+
+    # -- what fine-tuning trains -----------------------------------------------------------
+
+    def freeze_for_finetuning(self) -> list[nn.Parameter]:
+        """Freeze all but the image encoder (+ ``P`` and head scales when set); return those.
+
+        The text transformer and the logit scale stay frozen for every method: the cached text
+        outputs stay valid, and the baselines' logits keep the model's own scale.
+        """
+        self.requires_grad_(False)
+        self.clip.visual.requires_grad_(True)
+        if self.head.hyperbolic:
+            if self.head.train_text_projection:
+                self._projection_owner.text_projection.requires_grad_(True)
+            self.log_text_scale.requires_grad_(self.head.learn_scales)
+            self.log_image_scale.requires_grad_(self.head.learn_scales)
+            self.log_curvature.requires_grad_(self.head.learn_curvature)
+        return [parameter for parameter in self.parameters() if parameter.requires_grad]
 
 
 class LevelHead(nn.Module):

@@ -1,0 +1,183 @@
+"""`raysearch compare`: the mini-replication of every method on the embedded default."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+from raysearch.report import format_attack, format_eps, show_progress_logs
+from trainables.errors import must
+
+
+def parse_eps(text: str) -> float:
+    """``"4/255"``, ``"0.0157"`` -> float; one clear line on anything else."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise must("eps", "a number such as 4/255 or 0.0157", text) from None
+    if not 0 < value <= 1:
+        raise must("eps", "in (0, 1] (pixel units of [0, 1] images)", text)
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(seed) for seed in text.split(",") if seed.strip())
+    except ValueError:
+        raise must("seeds", "comma-separated integers such as 0,1,2", text) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="fine-tune every method on the embedded default and print one robustness table",
+        description="Fine-tune each method from the tiny base CLIP on the embedded dataset with "
+        "the same budget and seed, attack all of them the same way, and print clean, robust "
+        "and per-superclass-level accuracy side by side.",
+    )
+    parser.add_argument(
+        "--methods",
+        type=_names,
+        default=None,
+        help="comma-separated methods from clip,tecoa,pmg,fare,hrz,hrz-forest (default: all)",
+    )
+    parser.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps per method")
+    parser.add_argument("--epochs", type=float, default=None, help="epochs per method")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--eps", type=parse_eps, default=None, help="training eps, e.g. 4/255")
+    parser.add_argument("--attack-steps", type=int, default=None, help="training PGD steps")
+    parser.add_argument("--eval-eps", type=parse_eps, default=None, help="evaluation eps")
+    parser.add_argument("--eval-steps", type=int, default=None, help="evaluation PGD steps")
+    parser.add_argument("--eval-samples", type=int, default=None, help="test images attacked")
+    parser.add_argument("--train-size", type=int, default=None, help="training images used")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.set_defaults(handler=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from trainables.compare import CompareSettings
+
+    settings = CompareSettings(seeds=tuple(args.seeds))
+    if args.methods is not None:
+        settings = replace(settings, methods=tuple(args.methods))
+    optim = {}
+    for flag, name in (
+        ("steps", "max_steps"),
+        ("epochs", "epochs"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+    ):
+        if getattr(args, flag) is not None:
+            optim[name] = getattr(args, flag)
+    if args.steps is not None and args.epochs is None:
+        optim["epochs"] = 1000.0  # the step count decides
+    evaluation = {}
+    if args.eval_eps is not None:
+        evaluation["eps"] = args.eval_eps
+    if args.eval_steps is not None:
+        evaluation["steps"] = args.eval_steps
+    changes = {}
+    if args.eps is not None:
+        changes["eps"] = args.eps
+    if args.attack_steps is not None:
+        changes["attack_steps"] = args.attack_steps
+    if args.eval_samples is not None:
+        changes["eval_samples"] = args.eval_samples
+    if args.train_size is not None:
+        changes["train_size"] = args.train_size
+    return replace(
+        settings,
+        optim=replace(settings.optim, **optim),
+        evaluation=replace(settings.evaluation, **evaluation),
+        **changes,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainables.compare import run_compare
+    from trainables.data.embedded import load_embedded
+    from trainables.hierarchy.shipped import load_shipped
+    from trainables.pretrain import load_or_pretrain_base
+
+    settings = settings_from_args(args)
+    if args.json is not None and not args.json.parent.exists():
+        raise must("--json", "a path in an existing folder", str(args.json))
+    show_progress_logs()
+    started = time.perf_counter()
+    dataset = load_embedded()
+    forest = load_shipped("embedded")
+    base = load_or_pretrain_base()
+    results = run_compare(
+        settings,
+        base=base.loaded,
+        forest=forest,
+        dataset=dataset,
+        on_result=lambda row: print(_progress_line(row), flush=True),
+    )
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    print(format_compare_table(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _progress_line(row: dict) -> str:
+    profile = row["profile"]
+    return (
+        f"  {row['method']:<11} seed {row['seed']}: trained {row['train']['steps']} steps in "
+        f"{row['train']['seconds']:.0f} s, evaluated in {row['eval_seconds']:.0f} s; clean "
+        f"{profile['clean_leaf']:.3f} robust {profile['robust_leaf']:.3f}"
+    )
+
+
+def format_compare_table(results: dict) -> str:
+    """One row per method; columns: clean leaf, robust leaf, per superclass level
+    (level accuracy / leaf accuracy under that level's attack), transfer."""
+    summary = results["summary"]
+    settings = results["settings"]
+    first = next(iter(summary.values()))
+    levels = [key[: -len(" level")] for key in first if key.endswith(" level")]
+    header = ["method", "clean", "robust"] + [f"{name} lvl/leaf" for name in levels] + ["transfer"]
+    seeds = len(settings["seeds"])
+
+    def cell(stats: dict) -> str:
+        text = f"{stats['mean']:.3f}"
+        return text + f"±{stats['std']:.3f}" if seeds > 1 else text
+
+    rows = []
+    for method, columns in summary.items():
+        row = [method, cell(columns["clean leaf"]), cell(columns["robust leaf"])]
+        for name in levels:
+            row.append(f"{cell(columns[name + ' level'])}/{cell(columns[name + ' leaf'])}")
+        row.append(cell(columns["transfer"]))
+        rows.append(row)
+    widths = [max(len(str(line[i])) for line in [header, *rows]) for i in range(len(header))]
+    lines = [
+        " | ".join(str(value).ljust(width) for value, width in zip(line, widths, strict=True))
+        for line in [header, *rows]
+    ]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    evaluation = settings["evaluation"]
+    optim = settings["optim"]
+    lines.append(
+        f"evaluation: {format_attack(evaluation)} on {settings['eval_samples']} test images; "
+        f"training: {optim['optimizer']} lr {optim['lr']:g}, batch {optim['batch_size']}, "
+        f"PGD-{settings['attack_steps']} eps {format_eps(settings['eps'])}; "
+        f"seeds {settings['seeds']}; {results['seconds']:.0f} s"
+    )
+    lines.append(
+        "lvl/leaf: accuracy at that level / at the leaf under the attack on that level; "
+        "transfer: mean leaf accuracy under the superclass attacks"
+    )
+    return "\n".join(lines)
