@@ -1,15 +1,29 @@
-"""Adversarial attacks on [0, 1] images.
+"""Adversarial attacks on [0, 1] images, and the objectives they maximise.
 
 Attacks are tiny classes (STYLE.md, after torchattacks): :class:`Attack` switches the model to
-eval mode for the attack and restores its mode afterwards, and differentiates only with respect
-to the perturbation, so the model's parameters never accumulate ``.grad`` during an attack.
-Each subclass implements only its loop.
+eval mode for the attack and restores every submodule's own mode afterwards, and differentiates
+only with respect to the perturbation, so the model's parameters never accumulate ``.grad``
+during an attack. Each subclass implements only its loop.
+
+- :class:`PGD`: L-inf or L2 PGD on any objective; optionally perturbs the classifier's text
+  embeddings jointly with the images (METHOD.md, "The attack used in training").
+- :class:`EmbeddingPGD`: FARE's attack, which pushes image features away from reference
+  features (REFERENCE.md).
+- :class:`AutoAttack`: APGD-CE + APGD-T for final numbers, run by torchattacks' own code.
+
+Objectives work on the full logits ``[B, N]`` of a :class:`~trainables.model.ZeroShotClassifier`
+(or on its :class:`~trainables.model.HeadOutput`), so one forward serves every level:
+:class:`LevelObjective` is one level's cross-entropy and :class:`HierarchicalObjective` the
+weighted sum over all levels of the selected trees. :func:`hierarchical_perturbations` builds the
+three training strategies (``leaf``, ``per_level``, ``universal``) from them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,43 +31,185 @@ from torch import nn
 
 from trainables.errors import must
 
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``objective(model_output, labels) -> scalar`` to maximise; the output is whatever the attacked
+#: model returns (logits, or a ``HeadOutput`` with ``model_kwargs={"return_embeddings": True}``).
+Objective = Callable[[Any, torch.Tensor], torch.Tensor]
+# Kept for callers that name the objective a loss.
+Loss = Objective
+
+NORMS = ("linf", "l2")
+LEVEL_WEIGHTS = ("linear", "uniform")
+STRATEGIES = ("leaf", "per_level", "universal")
+#: Key of the single perturbation of the ``universal`` strategy.
+UNIVERSAL = "all"
+
+
+# --------------------------------------------------------------------------------------------
+# Objectives
+# --------------------------------------------------------------------------------------------
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output: the tensor itself, or its ``.logits`` (a ``HeadOutput``)."""
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+class LevelObjective:
+    """Cross-entropy of level ``level`` of tree ``tree`` (level 0 = the leaves).
+
+    Takes the full logits ``[B, N]`` (or a ``HeadOutput``) and leaf labels ``[B]``; slices the
+    level's logits and maps the labels with ``layout.level_targets``. Mean over the batch.
+    """
+
+    def __init__(self, layout, tree: str, level: int):
+        self.layout = layout
+        self.tree, self.level = tree, level
+        self.node_slice = layout.slice_of(tree, level)
+
+    def __call__(self, output: Any, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(output)[:, self.node_slice]
+        return F.cross_entropy(logits, self.layout.level_targets(labels, self.tree, self.level))
+
+
+def level_weights(depth: int, scheme: str = "linear") -> list[float]:
+    """Weights of levels ``0..depth``: ``1 - l / (depth + 1)`` (``"linear"``) or all 1."""
+    if scheme not in LEVEL_WEIGHTS:
+        raise must("weights", f"one of {list(LEVEL_WEIGHTS)}", scheme)
+    if scheme == "uniform":
+        return [1.0] * (depth + 1)
+    return [1.0 - level / (depth + 1) for level in range(depth + 1)]
+
+
+class HierarchicalObjective:
+    """The universal objective: ``sum_T sum_{l=0..L_T} w_l CE(level-l logits, level-l targets)``.
+
+    Args:
+        layout: the classifier's :class:`~trainables.model.HeadLayout`.
+        trees: trees summed over, default every tree of the layout. The leaf level is shared by
+            every tree, so its cross-entropy counts once per selected tree (the per-tree sum of
+            METHOD.md).
+        weights: ``"linear"`` (default, ``w_l = 1 - l / (L_T + 1)``: levels near the leaves
+            weigh more) or ``"uniform"`` (all 1).
+    """
+
+    def __init__(self, layout, *, trees: Sequence[str] | None = None, weights: str = "linear"):
+        known = layout.tree_names
+        trees = tuple(known if trees is None else trees)
+        if not trees:
+            raise must("trees", f"a non-empty selection of {list(known)}", list(trees))
+        for tree in trees:
+            if tree not in known:
+                raise must("trees", f"names of trees in {list(known)}", tree)
+        self.layout = layout
+        self.trees = trees
+        #: ``(weight, objective)`` for every selected ``(tree, level)``.
+        self.terms: list[tuple[float, LevelObjective]] = [
+            (weight, LevelObjective(layout, tree, level))
+            for tree in trees
+            for level, weight in enumerate(level_weights(layout.depth(tree), weights))
+        ]
+
+    def __call__(self, output: Any, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(output)
+        return sum(weight * objective(logits, labels) for weight, objective in self.terms)
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks
+# --------------------------------------------------------------------------------------------
+
+
+def _module_of(model: Any) -> nn.Module | None:
+    """The module whose mode an attack switches: the model, or the owner of a bound method."""
+    if isinstance(model, nn.Module):
+        return model
+    owner = getattr(model, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
 
 
 class Attack(ABC):
-    """Base class: runs :meth:`perturb` in eval mode, then restores every submodule's mode."""
+    """Base class: runs :meth:`perturb` in eval mode, then restores every submodule's mode.
 
-    def __init__(self, model: nn.Module):
+    ``model`` is a module or a callable; a bound method of a module (such as
+    ``classifier.encode_images``) switches its module's mode.
+    """
+
+    def __init__(self, model: nn.Module | Callable[..., Any]):
         self.model = model
 
     @abstractmethod
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def perturb(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Return adversarial images for ``images`` (detached inputs, any grad mode)."""
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # Restore every submodule's own flag: a blanket train(True) would wake up frozen parts.
-        modes = [(module, module.training) for module in self.model.modules()]
-        self.model.eval()
+    @contextmanager
+    def attack_mode(self) -> Iterator[None]:
+        """Eval mode and gradients on for the attack (callers may sit under ``no_grad``);
+        afterwards every submodule gets its own mode flag back."""
+        module = _module_of(self.model)
+        children = list(module.modules()) if module is not None else []
+        # Restore each flag: a blanket train(True) would wake up frozen parts.
+        modes = [child.training for child in children]
+        if module is not None:
+            module.eval()
         try:
-            return self.perturb(images.detach(), labels.detach()).detach()
+            with torch.enable_grad():
+                yield
         finally:
-            for module, training in modes:
-                module.training = training
+            for child, training in zip(children, modes, strict=True):
+                child.training = training
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with self.attack_mode():
+            return self.perturb(images.detach(), targets.detach()).detach()
+
+
+class Adversarial(NamedTuple):
+    """What a joint image + text attack returns."""
+
+    images: torch.Tensor  # adversarial images [B, 3, H, W] in [0, 1]
+    text_delta: torch.Tensor | None  # [N, D] text perturbation, None without one
+
+
+def _uniform(like: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform noise in [-eps, eps] shaped like ``like`` (drawn on the CPU: seedable anywhere)."""
+    noise = torch.rand(like.shape, generator=generator, device="cpu").to(like)
+    return (2 * noise - 1) * eps
+
+
+def _into_image(images: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The part of ``delta`` that keeps ``images + delta`` in [0, 1]."""
+    # Clamp to the valid pixel range: the attacked image must stay an image.
+    return (images + delta).clamp(0, 1) - images
 
 
 class PGD(Attack):
     """Projected gradient descent (Madry et al.) maximising ``loss(model(x + delta), labels)``.
 
     Input range [0, 1]. Norm ``"linf"`` (sign steps) or ``"l2"`` (normalised-gradient steps).
+    With ``text_eps > 0`` it also perturbs the classifier's text embeddings (L-inf, sign steps):
+    the model is called as ``model(x + delta, text_delta=text_delta, **model_kwargs)`` and both
+    perturbations ascend the same objective, one backward per step.
 
     Args:
-        model: maps [0, 1] images to logits of the attacked objective.
-        eps: radius of the perturbation ball, in [0, 1] pixel units (1/255 = one grey level).
+        model: maps [0, 1] images to logits (or, with ``model_kwargs``, whatever ``loss`` takes);
+            with ``text_eps > 0`` a classifier with ``text_delta_shape``.
+        eps: radius of the image perturbation ball, in [0, 1] pixel units (1/255 = one grey
+            level).
         steps: number of gradient steps.
-        step_size: size of each step; default ``2.5 * eps / steps`` (Madry's rule).
-        random_start: start from a uniform point of the ball (L-inf) or a random direction (L2).
-        loss: objective to maximise, default cross-entropy.
-        generator: seeds the random start, for reproducible attacks.
+        step_size: size of each image step; default ``2.5 * eps / steps`` (Madry's rule).
+        norm: ``"linf"`` (default) or ``"l2"``, of the image perturbation.
+        random_start: start from a uniform point of the ball (L-inf) or a random direction (L2);
+            the text perturbation starts uniform in [-text_eps, text_eps].
+        loss: objective to maximise, ``loss(output, labels) -> scalar``; default cross-entropy.
+        text_eps: L-inf radius of the text perturbation; default 0 (images only). METHOD.md
+            uses 2e-4.
+        text_step_size: size of each text sign step; default ``text_eps``.
+        model_kwargs: keyword arguments of every model call, e.g. ``{"return_embeddings": True}``
+            for an objective that reads a ``HeadOutput``.
+        generator: seeds the random starts, for reproducible attacks.
+
+    ``pgd(images, labels)`` returns the adversarial images; :meth:`perturb_with_text` also
+    returns the final text perturbation, which the training loss must reuse.
     """
 
     def __init__(
@@ -65,7 +221,10 @@ class PGD(Attack):
         step_size: float | None = None,
         norm: str = "linf",
         random_start: bool = True,
-        loss: Loss | None = None,
+        loss: Objective | None = None,
+        text_eps: float = 0.0,
+        text_step_size: float | None = None,
+        model_kwargs: dict[str, Any] | None = None,
         generator: torch.Generator | None = None,
     ):
         super().__init__(model)
@@ -73,18 +232,29 @@ class PGD(Attack):
             raise must("eps", "> 0", eps)
         if steps < 1:
             raise must("steps", ">= 1", steps)
-        if norm not in ("linf", "l2"):
+        if step_size is not None and not step_size > 0:
+            raise must("step_size", "> 0 or None", step_size)
+        if norm not in NORMS:
             raise must("norm", "'linf' or 'l2'", norm)
+        if not text_eps >= 0:
+            raise must("text_eps", ">= 0", text_eps)
+        if text_step_size is not None and not text_step_size > 0:
+            raise must("text_step_size", "> 0 or None", text_step_size)
+        if text_eps > 0 and getattr(model, "text_delta_shape", None) is None:
+            raise must("text_eps", "0 for a model without a text_delta_shape", text_eps)
         self.eps, self.steps, self.norm = float(eps), int(steps), norm
         self.step_size = float(step_size) if step_size is not None else 2.5 * eps / steps
         self.random_start = random_start
         self.loss = loss or F.cross_entropy
+        self.text_eps = float(text_eps)
+        self.text_step_size = float(text_step_size) if text_step_size is not None else text_eps
+        self.model_kwargs = dict(model_kwargs or {})
         self.generator = generator
 
     def _random_start(self, images: torch.Tensor) -> torch.Tensor:
-        noise = torch.rand(images.shape, generator=self.generator, device="cpu").to(images)
         if self.norm == "linf":
-            return (2 * noise - 1) * self.eps
+            return _uniform(images, self.eps, self.generator)
+        noise = torch.rand(images.shape, generator=self.generator, device="cpu").to(images)
         direction = torch.randn(images.shape, generator=self.generator, device="cpu").to(images)
         direction = direction / _l2(direction).clamp_min(1e-12)
         radius = noise.flatten(1)[:, :1].view(-1, *[1] * (images.dim() - 1))
@@ -96,24 +266,318 @@ class PGD(Attack):
         # Shrink only the perturbations outside the L2 ball.
         return delta * (self.eps / _l2(delta).clamp_min(self.eps))
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _text_start(self, like: torch.Tensor) -> torch.Tensor | None:
+        if self.text_eps == 0:
+            return None
+        shape = tuple(self.model.text_delta_shape)
+        zeros = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        return _uniform(zeros, self.text_eps, self.generator) if self.random_start else zeros
+
+    def _forward(self, images: torch.Tensor, text_delta: torch.Tensor | None) -> Any:
+        if text_delta is None:
+            return self.model(images, **self.model_kwargs)
+        return self.model(images, text_delta=text_delta, **self.model_kwargs)
+
+    def _run(self, images: torch.Tensor, labels: torch.Tensor) -> Adversarial:
         delta = self._random_start(images) if self.random_start else torch.zeros_like(images)
-        # Keep x + delta a valid image from the start.
-        delta = (images + delta).clamp(0, 1) - images
+        delta = _into_image(images, delta)
+        text_delta = self._text_start(images)
         for _ in range(self.steps):
-            delta.requires_grad_(True)
-            loss = self.loss(self.model(images + delta), labels)
-            (grad,) = torch.autograd.grad(loss, delta)
+            variables = [delta.requires_grad_(True)]
+            if text_delta is not None:
+                variables.append(text_delta.requires_grad_(True))
+            objective = self.loss(self._forward(images + delta, text_delta), labels)
+            grads = torch.autograd.grad(objective, variables)
             with torch.no_grad():
                 if self.norm == "linf":
-                    step = grad.sign()
+                    step = grads[0].sign()
                 else:
-                    step = grad / _l2(grad).clamp_min(1e-12)
-                delta = self._project(delta + self.step_size * step)
-                delta = (images + delta).clamp(0, 1) - images
+                    step = grads[0] / _l2(grads[0]).clamp_min(1e-12)
+                delta = _into_image(images, self._project(delta + self.step_size * step))
+                if text_delta is not None:
+                    text_delta = text_delta + self.text_step_size * grads[1].sign()
+                    text_delta = text_delta.clamp(-self.text_eps, self.text_eps)
+        return Adversarial(images + delta.detach(), text_delta)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._run(images, labels).images
+
+    def perturb_with_text(self, images: torch.Tensor, labels: torch.Tensor) -> Adversarial:
+        """Adversarial images and the final text perturbation (None when ``text_eps`` is 0)."""
+        with self.attack_mode():
+            images_adv, text_delta = self._run(images.detach(), labels.detach())
+        return Adversarial(images_adv.detach(), None if text_delta is None else text_delta.detach())
+
+
+class EmbeddingPGD(Attack):
+    """FARE's attack: maximise ``|encoder(x + delta) - target_features|^2`` in feature space.
+
+    Input range [0, 1]; L-inf ball of radius ``eps``. The squared L2 distance is summed over the
+    feature dimensions and averaged over the batch, on unnormalised features. Steps follow FARE's
+    code: the sign of each gradient is accumulated with momentum, ``v = momentum * v +
+    sign(grad)``, and the step is ``step_size * sign(v)``.
+
+    Args:
+        encoder: maps [0, 1] images to features ``[B, D]`` (e.g. ``classifier.encode_images``).
+        eps: L-inf radius in [0, 1] pixel units.
+        steps: number of steps; default 10 (FARE).
+        step_size: default 1/255 (FARE).
+        momentum: default 0.9 (FARE).
+        random_start: start uniform in [-eps, eps] (FARE does).
+        generator: seeds the random start.
+
+    Call as ``attack(images, target_features)``, the targets being the frozen reference model's
+    clean features.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        *,
+        eps: float,
+        steps: int = 10,
+        step_size: float = 1 / 255,
+        momentum: float = 0.9,
+        random_start: bool = True,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(encoder)
+        if not eps > 0:
+            raise must("eps", "> 0", eps)
+        if steps < 1:
+            raise must("steps", ">= 1", steps)
+        if not step_size > 0:
+            raise must("step_size", "> 0", step_size)
+        if not 0 <= momentum < 1:
+            raise must("momentum", "in [0, 1)", momentum)
+        self.eps, self.steps, self.step_size = float(eps), int(steps), float(step_size)
+        self.momentum = float(momentum)
+        self.random_start = random_start
+        self.generator = generator
+
+    @staticmethod
+    def distance(features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+        """Squared L2 distance summed over dimensions, averaged over the batch (FARE's loss)."""
+        return ((features.float() - target_features.float()) ** 2).sum(-1).mean()
+
+    def perturb(self, images: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+        delta = _uniform(images, self.eps, self.generator) if self.random_start else None
+        delta = torch.zeros_like(images) if delta is None else _into_image(images, delta)
+        velocity = torch.zeros_like(images)
+        for _ in range(self.steps):
+            delta.requires_grad_(True)
+            distance = self.distance(self.model(images + delta), target_features)
+            (grad,) = torch.autograd.grad(distance, delta)
+            with torch.no_grad():
+                velocity = self.momentum * velocity + grad.sign()
+                delta = delta + self.step_size * velocity.sign()
+                delta = _into_image(images, delta.clamp(-self.eps, self.eps))
         return images + delta
 
 
 def _l2(x: torch.Tensor) -> torch.Tensor:
     """Per-sample L2 norm, shaped to broadcast against ``x``."""
     return x.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Training strategies
+# --------------------------------------------------------------------------------------------
+
+
+def hierarchical_perturbations(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    strategy: str,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    trees: Sequence[str] | None = None,
+    weights: str = "linear",
+    text_eps: float = 0.0,
+    text_step_size: float | None = None,
+    objective: Objective | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[tuple[str, int] | str, Adversarial]:
+    """The training perturbations of one batch under ``strategy`` (L-inf PGD, range [0, 1]).
+
+    ``model`` is a :class:`~trainables.model.ZeroShotClassifier` (its ``layout`` names the
+    levels); ``trees`` selects trees (default all). Strategies and the keys they return:
+
+    - ``"leaf"``: one PGD on the leaf cross-entropy; key ``(first tree, 0)``.
+    - ``"per_level"``: one PGD per level of every selected tree, keys ``(tree, level)``. The
+      leaf level is shared by every tree, so it is attacked once and every tree's level-0 key
+      holds that same result.
+    - ``"universal"``: one PGD against :class:`HierarchicalObjective` (``trees``, ``weights``),
+      or against ``objective`` when given (e.g. the training loss's own hierarchical term);
+      key :data:`UNIVERSAL` (``"all"``).
+
+    Each value is an :class:`Adversarial` (images, text delta or None); ``text_eps > 0`` perturbs
+    the text embeddings jointly in every PGD. ``model_kwargs`` go to every model call.
+    """
+    if strategy not in STRATEGIES:
+        raise must("strategy", f"one of {list(STRATEGIES)}", strategy)
+    if objective is not None and strategy != "universal":
+        raise must("objective", "None unless strategy is 'universal'", strategy)
+    layout = model.layout
+    trees = tuple(layout.tree_names if trees is None else trees)
+    for tree in trees:
+        if tree not in layout.tree_names:
+            raise must("trees", f"names of trees in {list(layout.tree_names)}", tree)
+
+    def attack(loss: Objective) -> Adversarial:
+        pgd = PGD(
+            model,
+            eps=eps,
+            steps=steps,
+            step_size=step_size,
+            loss=loss,
+            text_eps=text_eps,
+            text_step_size=text_step_size,
+            model_kwargs=model_kwargs,
+            generator=generator,
+        )
+        return pgd.perturb_with_text(images, labels)
+
+    if strategy == "universal":
+        loss = objective or HierarchicalObjective(layout, trees=trees, weights=weights)
+        return {UNIVERSAL: attack(loss)}
+    leaf = attack(LevelObjective(layout, trees[0], 0))
+    if strategy == "leaf":
+        return {(trees[0], 0): leaf}
+    perturbations: dict[tuple[str, int] | str, Adversarial] = {}
+    for tree in trees:
+        perturbations[(tree, 0)] = leaf
+        for level in range(1, layout.depth(tree) + 1):
+            perturbations[(tree, level)] = attack(LevelObjective(layout, tree, level))
+    return perturbations
+
+
+# --------------------------------------------------------------------------------------------
+# AutoAttack (evaluation)
+# --------------------------------------------------------------------------------------------
+
+#: The attacks :class:`AutoAttack` knows, with the fewest classes each needs.
+AUTOATTACK_MIN_CLASSES = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4}
+#: FARE's protocol: AutoAttack's white-box pair.
+AUTOATTACK_DEFAULT = ("apgd-ce", "apgd-t")
+
+
+def _torchattacks():
+    try:
+        import torchattacks
+    except ImportError:
+        raise must(
+            "torchattacks",
+            "installed for AutoAttack (pip install 'raysearch[eval]')",
+            "<not installed>",
+        ) from None
+    return torchattacks
+
+
+class AutoAttack(Attack):
+    """APGD-CE then APGD-T (Croce & Hein's AutoAttack, FARE's protocol), run by torchattacks.
+
+    Input range [0, 1]; L-inf (default) or L2 ball of radius ``eps``. The attacks are
+    torchattacks' own ``APGD`` and ``APGDT``; this adapter only sequences them: each attack runs
+    on the samples no earlier attack has fooled, and every sample keeps the first adversarial
+    example that fools the model (the worst case). Samples nothing fools come back unchanged.
+
+    Args:
+        model: maps [0, 1] images to the logits of one level (e.g. ``LevelHead``).
+        eps: radius in [0, 1] pixel units.
+        norm: ``"linf"`` or ``"l2"``.
+        n_classes: number of logits; default None reads it from the model's output.
+        seed: seed of every attack's random start (torchattacks reseeds the global generator
+            with it; the adapter restores the caller's generator state afterwards).
+        attacks: names in order, from ``"apgd-ce"``, ``"apgd-dlr"``, ``"apgd-t"``. A head with
+            too few classes for an attack's loss skips it (DLR needs 3 logits, targeted DLR 4):
+            :meth:`attacks_for` says which run.
+        steps: iterations of each attack; default 100 (FARE).
+        n_target_classes: target classes of APGD-T; default 9 (AutoAttack's standard), at most
+            ``n_classes - 1``.
+
+    Needs torchattacks (the ``eval`` extra).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float,
+        norm: str = "linf",
+        n_classes: int | None = None,
+        seed: int = 0,
+        attacks: Sequence[str] = AUTOATTACK_DEFAULT,
+        steps: int = 100,
+        n_target_classes: int = 9,
+    ):
+        super().__init__(model)
+        self._torchattacks = _torchattacks()
+        if not eps > 0:
+            raise must("eps", "> 0", eps)
+        if norm not in NORMS:
+            raise must("norm", "'linf' or 'l2'", norm)
+        if n_classes is not None and n_classes < 2:
+            raise must("n_classes", ">= 2 or None", n_classes)
+        attacks = tuple(attacks)
+        unknown = [name for name in attacks if name not in AUTOATTACK_MIN_CLASSES]
+        if not attacks or unknown:
+            raise must("attacks", f"a selection of {list(AUTOATTACK_MIN_CLASSES)}", list(attacks))
+        if steps < 1:
+            raise must("steps", ">= 1", steps)
+        if n_target_classes < 1:
+            raise must("n_target_classes", ">= 1", n_target_classes)
+        self.eps, self.norm, self.n_classes = float(eps), norm, n_classes
+        self.seed, self.attacks, self.steps = int(seed), attacks, int(steps)
+        self.n_target_classes = int(n_target_classes)
+
+    def attacks_for(self, n_classes: int) -> tuple[str, ...]:
+        """The attacks that run against a head with ``n_classes`` logits."""
+        return tuple(n for n in self.attacks if n_classes >= AUTOATTACK_MIN_CLASSES[n])
+
+    def _build(self, name: str, n_classes: int):
+        ta = self._torchattacks
+        common = {
+            "norm": "Linf" if self.norm == "linf" else "L2",
+            "eps": self.eps,
+            "steps": self.steps,
+            "n_restarts": 1,
+            "seed": self.seed,
+        }
+        if name == "apgd-t":
+            attack = ta.APGDT(self.model, n_classes=n_classes, **common)
+            # torchattacks targets all n_classes - 1 classes; AutoAttack's standard is 9.
+            attack.n_target_classes = min(self.n_target_classes, n_classes - 1)
+            return attack
+        return ta.APGD(self.model, loss="ce" if name == "apgd-ce" else "dlr", **common)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.model(images)
+        n_classes = logits.shape[1]
+        if self.n_classes is not None and self.n_classes != n_classes:
+            raise must("n_classes", f"the model's number of logits ({n_classes})", self.n_classes)
+        labels = labels.to(logits.device)
+        fooled = logits.argmax(1) != labels
+        adversarial = images.clone()
+        devices = []
+        if images.device.type == "cuda":
+            index = images.device.index
+            devices = [torch.cuda.current_device() if index is None else index]
+        # torchattacks seeds the global generators: keep the caller's random state.
+        with torch.random.fork_rng(devices=devices):
+            for name in self.attacks_for(n_classes):
+                remaining = (~fooled).nonzero().squeeze(1)
+                if remaining.numel() == 0:
+                    break
+                candidates = self._build(name, n_classes)(images[remaining], labels[remaining])
+                candidates = candidates.to(images)
+                with torch.no_grad():
+                    hits = self.model(candidates).argmax(1) != labels[remaining]
+                adversarial[remaining[hits]] = candidates[hits]
+                fooled[remaining[hits]] = True
+        return adversarial

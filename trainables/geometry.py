@@ -21,7 +21,8 @@ prototypes near the boundary allow unbounded logit margins.
 
 All functions disable autocast and compute in float32 (float64 inputs stay float64), so they may
 be called inside a mixed-precision forward pass; outputs are float32 for float32, float16 and
-bfloat16 inputs.
+bfloat16 inputs. :func:`pairwise_distance` accumulates its squared differences in float64 (see
+there why) and still returns float32.
 """
 
 from __future__ import annotations
@@ -201,8 +202,13 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, r: Curvature) -> torch.T
     ``d = (1/sqrt r) arcosh(1 + 2r|x-y|^2 / ((1-r|x|^2)(1-r|y|^2)))``, evaluated in the
     equivalent arsinh form (``arcosh(1 + 2z^2) = 2 arsinh(z)``), which has no ``arcosh'(1)``
     singularity. ``|x-y|^2 = |x|^2 + |y|^2 - 2<x,y>`` takes one ``[B, D] @ [D, N]`` matmul, so no
-    ``[B, N, D]`` tensor is built. The price is cancellation for nearly equal points: distances
-    below about ``sqrt(1e-7)/sqrt(r)`` are noise in float32 (use :func:`distance` for those).
+    ``[B, N, D]`` tensor is built.
+
+    That expansion cancels for nearly equal points, and near the boundary the conformal factors
+    amplify the error: in float32, points at 0.999 of the radius that are 0.2 apart in distance
+    come out with errors of about 1. So the squared differences (norms and matmul, ``O(BND)``)
+    are accumulated in float64 and the ``[B, N]`` result is returned in float32; on devices
+    without float64 (MPS) it stays float32, with that error.
 
     Args:
         x: points of shape ``[B, D]``.
@@ -210,11 +216,15 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, r: Curvature) -> torch.T
         r: curvature magnitude (> 0), a float or a one-element tensor.
 
     Returns:
-        Distances of shape ``[B, N]``, in ``[0, inf)``, with finite gradients everywhere,
-        including at ``x_i == y_j`` (see :func:`distance` for the floors).
+        Distances of shape ``[B, N]`` (float32, or float64 for float64 inputs), in ``[0, inf)``,
+        with finite gradients everywhere, including at ``x_i == y_j`` (see :func:`distance` for
+        the floors).
     """
     with _no_autocast(x):
         x, y = _exact(x), _exact(y)
+        out_dtype = x.dtype
+        if x.device.type != "mps":
+            x, y = x.double(), y.double()
         r = _curvature(r, x).reshape(())
         xx = (x * x).sum(dim=-1)
         yy = (y * y).sum(dim=-1)
@@ -223,7 +233,8 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, r: Curvature) -> torch.T
         # Floor: 1 - r|x|^2 is 0 on the boundary and negative beyond it (unprojected points).
         conformal_x = (1 - r * xx).clamp_min(_MIN_CONFORMAL)
         conformal_y = (1 - r * yy).clamp_min(_MIN_CONFORMAL)
-        return _arsinh_distance(sq_diff, conformal_x[:, None] * conformal_y[None, :], r)
+        conformal = conformal_x[:, None] * conformal_y[None, :]
+        return _arsinh_distance(sq_diff, conformal, r).to(out_dtype)
 
 
 def project(x: torch.Tensor, r: Curvature, eps: float = 1e-3) -> torch.Tensor:

@@ -42,6 +42,11 @@ def _boundary_points(n: int, dim: int, r: float, seed: int = 0) -> torch.Tensor:
 
 
 def _geoopt_ball(r: float) -> geoopt.PoincareBall:
+    """geoopt's ball with c = r; its dist is 2 artan_k(|(-x) (+) y|) = (2/sqrt c) artanh(...).
+
+    geoopt stores c as softplus(inverse_softplus(c)); a float64 tensor keeps that round trip
+    exact to ~1e-16 (a Python float would go through float32).
+    """
     return geoopt.PoincareBall(c=torch.tensor(r, dtype=torch.float64))
 
 
@@ -112,12 +117,23 @@ def test_pairwise_distance_matches_distance_in_values_and_gradients(r):
     pairwise = pairwise_distance(x, y, r)
     paired = distance(x[:, None, :], y[None, :, :], r)
     assert pairwise.shape == (7, 6)
-    torch.testing.assert_close(pairwise, paired, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pairwise, paired, rtol=1e-5, atol=1e-6)
 
     grads_pairwise = torch.autograd.grad((pairwise * weights).sum(), (x, y))
     grads_paired = torch.autograd.grad((paired * weights).sum(), (x, y))
     for got, expected in zip(grads_pairwise, grads_paired, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("r", CURVATURES)
+def test_pairwise_distance_is_accurate_for_close_points_near_the_boundary(r):
+    # The expanded square |x|^2 + |y|^2 - 2<x,y> cancels here, and 1/(1 - r|x|^2) amplifies it.
+    p = _boundary_points(16, 256, r, seed=32)
+    x = project(p + 1e-5 / math.sqrt(r) * torch.randn(16, 256, generator=_generator(33)), r)
+    expected = distance(x.double(), p.double(), r)
+    got = pairwise_distance(x, p, r).diagonal()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=0)
 
 
 def test_pairwise_distance_with_a_learned_curvature():

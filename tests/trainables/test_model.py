@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables.errors import UserInputError
-from trainables.model import HeadLayout, LevelHead, ZeroShotClassifier
+from trainables import geometry
+from trainables.model import HeadLayout, HeadSettings, LevelHead, ZeroShotClassifier
 
 
 @pytest.fixture()
@@ -80,3 +81,95 @@ def test_level_targets_and_level_head(classifier, forest):
 def test_bad_templates_are_refused(tiny_clip, forest):
     with pytest.raises(UserInputError, match="`templates` must be"):
         ZeroShotClassifier(tiny_clip, forest, templates=("no placeholder",))
+
+
+# -- hyperbolic head --------------------------------------------------------------------------
+
+HYPERBOLIC = HeadSettings(geometry="hyperbolic", train_text_projection=True)
+
+
+@pytest.fixture()
+def hyperbolic(tiny_clip, forest):
+    return ZeroShotClassifier(tiny_clip, forest, head=HYPERBOLIC).eval()
+
+
+def test_hyperbolic_logits_are_negative_distances_over_temperature(hyperbolic, forest):
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = hyperbolic(images, return_embeddings=True)
+        r = hyperbolic.curvature
+        # Direct computation: exp0 of the scaled projections, distance per pair.
+        prompts = [f"a photo of a {name}." for name in hyperbolic.layout.names]
+        text = hyperbolic.clip.encode_text(hyperbolic.tokenizer(prompts))
+        text = geometry.project(geometry.exp0(hyperbolic.log_text_scale.exp() * text, r), r)
+        image = geometry.exp0(hyperbolic.log_image_scale.exp() * output.features, r)
+        image = geometry.project(image, r)
+        expected = -geometry.distance(image[:, None], text[None], r) / HYPERBOLIC.temperature
+    torch.testing.assert_close(output.logits, expected, rtol=1e-4, atol=1e-3)
+    assert output.text.shape[0] == hyperbolic.layout.num_nodes
+    assert float(output.image.norm(dim=-1).max()) < 1 / float(r.sqrt())
+
+
+def test_hyperbolic_init_puts_the_mean_text_norm_at_init_norm(hyperbolic):
+    with torch.no_grad():
+        tangent = hyperbolic.log_text_scale.exp() * hyperbolic.project_text(
+            hyperbolic.text_hidden
+        )
+    assert float(tangent.norm(dim=-1).mean()) == pytest.approx(HYPERBOLIC.init_norm, rel=1e-4)
+
+
+def test_image_scale_calibration_is_deterministic_and_hits_init_norm(hyperbolic):
+    images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    hyperbolic.calibrate_image_scale(images)
+    with torch.no_grad():
+        norm = (hyperbolic.log_image_scale.exp() * hyperbolic.encode_images(images)).norm(dim=-1)
+    assert float(norm.mean()) == pytest.approx(HYPERBOLIC.init_norm, rel=1e-4)
+
+
+def test_text_projection_trains_while_the_text_transformer_stays_cached(hyperbolic, monkeypatch):
+    trained = hyperbolic.freeze_for_finetuning()
+    names = {name for name, p in hyperbolic.named_parameters() if p.requires_grad}
+    assert "clip.text_projection" in names and "log_text_scale" in names
+    assert not any(name.startswith("clip.transformer") for name in names)
+    assert all(p.requires_grad for p in hyperbolic.clip.visual.parameters())
+    calls = []
+    original = hyperbolic.clip.encode_text
+    monkeypatch.setattr(
+        hyperbolic.clip, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    loss = hyperbolic(torch.rand(2, 3, 32, 32)).logsumexp(dim=1).mean()
+    loss.backward()
+    assert calls == []
+    assert hyperbolic.clip.text_projection.grad is not None
+    assert all(p.grad is not None for p in trained if p is not hyperbolic.log_curvature)
+
+
+def test_text_delta_moves_the_text_embeddings(hyperbolic):
+    delta = torch.full(hyperbolic.text_delta_shape, 1e-2)
+    with torch.no_grad():
+        moved = hyperbolic.text_embeddings(delta)
+        still = hyperbolic.text_embeddings()
+    assert moved.shape == still.shape and not torch.allclose(moved, still)
+
+
+def test_with_forest_shares_weights_and_head_parameters(hyperbolic, forest):
+    single = hyperbolic.with_forest(forest.select([forest.names[0]]))
+    assert single.clip is hyperbolic.clip and single.log_image_scale is hyperbolic.log_image_scale
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = hyperbolic(images)
+        part = single(images)
+    leaf = hyperbolic.layout.slice_of(forest.names[0], 0)
+    torch.testing.assert_close(part[:, leaf], full[:, leaf])
+    top = forest[forest.names[0]].depth
+    torch.testing.assert_close(
+        single.level_logits(part, forest.names[0], top),
+        hyperbolic.level_logits(full, forest.names[0], top),
+    )
+
+
+def test_bad_head_settings_are_refused():
+    with pytest.raises(UserInputError, match="`head.geometry` must be"):
+        HeadSettings(geometry="spherical")
+    with pytest.raises(UserInputError, match="`head.temperature` must be"):
+        HeadSettings(temperature=0)

@@ -1,0 +1,712 @@
+"""Training losses: the hierarchical loss of the method and the flat baselines.
+
+Every loss is a small module whose ``forward`` returns a dict of named tensors (STYLE.md, "losses
+as small modules"). The training step sums every entry whose key ends in ``_loss`` and logs the
+others (diagnostics, detached) as they are. Each loss class states in ``needs`` which forward
+passes it uses, so the step computes only those:
+
+- ``"adversarial"``: the trained model on the adversarial images;
+- ``"clean"``: the trained model on the clean images;
+- ``"reference_adversarial"`` / ``"reference_clean"``: the frozen original model on them.
+
+The hierarchical loss (METHOD.md) is
+
+    ``L = HITA + lambda_1 L_vic + lambda_2 (L_gap^Label + L_gap^Intra)``
+
+with HITA the per-level cross-entropy of every tree, with optional explicit margins
+(:mod:`trainables.margins`) and hierarchical negatives (HNSA). The baselines follow REFERENCE.md:
+TeCoA (cross-entropy of the adversarial leaf logits), PMG-AFT (plus two KL terms on raw cosine
+similarities) and FARE (squared distance to the original model's clean features).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables import geometry
+from trainables.errors import must
+from trainables.margins import MarginSchedule, apply_margin, level_margins
+from trainables.model import HeadLayout, HeadOutput
+
+__all__ = [
+    "FARELoss",
+    "HierarchicalLoss",
+    "HierarchicalSettings",
+    "PMGAFTLoss",
+    "PMGAFTSettings",
+    "TeCoALoss",
+    "hnsa_cross_entropy",
+    "hypavg_pyramid",
+    "label_gap",
+    "intra_gap",
+    "level_weights",
+]
+
+LEVEL_WEIGHTS = ("linear", "uniform")
+SUPERCLASS_IMAGES = ("hypavg", "image")
+NEGATIVES = ("none", "up", "down", "both")
+FOREST_REDUCTIONS = ("sum", "mean")
+
+Objective = Callable[[HeadOutput, torch.Tensor], torch.Tensor]
+
+
+def _real(value) -> bool:
+    """A finite real number (bools excluded)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_choice(name: str, value, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise must(name, f"one of {list(choices)}", value)
+
+
+def _check_non_negative(name: str, value) -> None:
+    if not (_real(value) and value >= 0):
+        raise must(name, "a finite number >= 0", value)
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HierarchicalSettings:
+    """The open settings of the hierarchical loss (METHOD.md), with the defaults used.
+
+    Attributes:
+        level_weights: weight ``w_l`` of level ``l``'s cross-entropy in HITA: ``"linear"``
+            (default, the paper's ``w_l = 1 - l / (L + 1)``: levels near the leaves weigh more)
+            or ``"uniform"`` (``w_l = 1``).
+        margins: explicit additive margins per level. Default: none (``base = 0``), the paper's
+            implicit-margin variant. A mapping is turned into a :class:`MarginSchedule`.
+        superclass_images: the image embedding scored at a superclass level ``l >= 1``:
+            ``"hypavg"`` (default, the paper's HypAvg: the Einstein midpoint of the batch's
+            images under each superclass, built recursively from the leaves up with one uniform
+            weight per child group; the cross-entropy averages over the superclasses present in
+            the batch) or ``"image"`` (each image's own embedding, an ablation). The leaf level
+            always scores each image.
+        negatives: hierarchical negative sampling (HNSA), the adjacent levels whose nodes join
+            the softmax denominator as extra negatives: ``"none"``, ``"up"`` (level ``l + 1``),
+            ``"down"`` (level ``l - 1``) or ``"both"`` (default, the paper's best). Only nodes
+            sharing no edge with the target are added: every level-``l + 1`` node but the
+            target's parent, and every level-``l - 1`` node but the target's children.
+        vic_weight: ``lambda_1``, weight of the visual-in-cone term, >= 0. Default 1.0.
+        vic_radius: ``zeta_vic``, radius (hyperbolic distance) around the leaf's text
+            embedding within which an image embedding is not penalised, >= 0. Default 1.0.
+        gap_weight: ``lambda_2``, weight of the two norm-order gap terms, >= 0. Default 0.1.
+        gap_margin: ``zeta_gap``, how much smaller (in Euclidean norm) a parent's text
+            embedding must be than its child's, >= 0. Default 0.05.
+        forest_reduction: how the per-tree terms (HITA and the gaps) combine over the trees:
+            ``"sum"`` (default, the paper) or ``"mean"``.
+    """
+
+    level_weights: str = "linear"
+    margins: MarginSchedule = field(default_factory=MarginSchedule)
+    superclass_images: str = "hypavg"
+    negatives: str = "both"
+    vic_weight: float = 1.0
+    vic_radius: float = 1.0
+    gap_weight: float = 0.1
+    gap_margin: float = 0.05
+    forest_reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        _check_choice("loss.level_weights", self.level_weights, LEVEL_WEIGHTS)
+        if isinstance(self.margins, Mapping):
+            object.__setattr__(self, "margins", MarginSchedule(**self.margins))
+        if not isinstance(self.margins, MarginSchedule):
+            raise must("loss.margins", "a MarginSchedule or a mapping of its fields", self.margins)
+        _check_choice("loss.superclass_images", self.superclass_images, SUPERCLASS_IMAGES)
+        _check_choice("loss.negatives", self.negatives, NEGATIVES)
+        for name in ("vic_weight", "vic_radius", "gap_weight", "gap_margin"):
+            _check_non_negative(f"loss.{name}", getattr(self, name))
+        _check_choice("loss.forest_reduction", self.forest_reduction, FOREST_REDUCTIONS)
+
+    @property
+    def negatives_up(self) -> bool:
+        return self.negatives in ("up", "both")
+
+    @property
+    def negatives_down(self) -> bool:
+        return self.negatives in ("down", "both")
+
+
+# -- pure functions --------------------------------------------------------------------------
+
+
+def level_weights(kind: str, depth: int) -> torch.Tensor:
+    """HITA level weights ``[depth + 1]``: ``1 - l / (L + 1)`` (``"linear"``) or ones.
+
+    Args:
+        kind: ``"linear"`` or ``"uniform"``.
+        depth: the tree's depth ``L`` (levels ``0..L``).
+
+    Returns:
+        Float32 weights in ``(0, 1]``, 1 at the leaves.
+    """
+    _check_choice("loss.level_weights", kind, LEVEL_WEIGHTS)
+    levels = torch.arange(depth + 1, dtype=torch.float32)
+    if kind == "uniform":
+        return torch.ones_like(levels)
+    return 1 - levels / (depth + 1)
+
+
+def hypavg_pyramid(
+    image: torch.Tensor,
+    labels: torch.Tensor,
+    parents: Sequence[torch.Tensor],
+    sizes: Sequence[int],
+    r: float | torch.Tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """HypAvg embeddings of every node of every level, from a batch of image embeddings.
+
+    Level 0: the Einstein midpoint of the batch's images of each leaf class. Level ``l + 1``: the
+    Einstein midpoint of the level-``l`` midpoints of each node's children present in the batch,
+    one uniform weight per child group. Absent nodes get the origin and weight 0 above.
+
+    Args:
+        image: ``[B, D]`` image embeddings in the ball of curvature ``-r``.
+        labels: LongTensor ``[B]``, leaf labels in ``[0, sizes[0])``.
+        parents: for ``l = 0..L-1``, LongTensor ``[n_l]``: the parent (level-``l + 1`` index)
+            of each level-``l`` node.
+        sizes: ``[n_0, ..., n_L]``, the number of nodes of each level.
+        r: curvature magnitude (> 0).
+
+    Returns:
+        For ``l = 0..L``, ``(midpoints [n_l, D], present [n_l] bool)``: the HypAvg embedding of
+        each level-``l`` node and whether any batch image lies under it.
+    """
+    if len(sizes) != len(parents) + 1:
+        raise must("sizes", f"{len(parents) + 1} level sizes, one more than parent maps", sizes)
+    midpoints = geometry.einstein_midpoint(image, labels, sizes[0], r)
+    counts = torch.zeros(sizes[0], device=image.device).index_add(
+        0, labels, torch.ones(labels.shape, device=image.device)
+    )
+    pyramid = [(midpoints, counts > 0)]
+    for parent, size in zip(parents, sizes[1:], strict=True):
+        weights = (counts > 0).to(midpoints.dtype)
+        midpoints = geometry.einstein_midpoint(midpoints, parent, size, r, weights=weights)
+        counts = torch.zeros(size, device=image.device).index_add(0, parent, weights.float())
+        pyramid.append((midpoints, counts > 0))
+    return pyramid
+
+
+def hnsa_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+) -> torch.Tensor:
+    """Per-row cross-entropy with extra negatives in the softmax denominator.
+
+    ``CE_i = -logits[i, t_i] + log(sum_c exp(logits[i, c]) + sum_k allowed[i, k] exp(extra[i, k]))``
+
+    Args:
+        logits: ``[Q, C]`` logits of the level's own nodes (margins already applied).
+        targets: LongTensor ``[Q]``, target columns of ``logits``.
+        negatives: pairs ``(extra [Q, K], allowed [Q, K] bool)``: logits of other nodes and
+            which of them count as negatives for each row.
+
+    Returns:
+        ``[Q]`` cross-entropies, >= the plain cross-entropy of ``logits`` (equal without
+        negatives).
+    """
+    blocks = [logits]
+    for extra, allowed in negatives:
+        # -inf: a masked node adds exp(-inf) = 0 to the denominator and gets no gradient.
+        blocks.append(extra.to(logits.dtype).masked_fill(~allowed, float("-inf")))
+    return F.cross_entropy(torch.cat(blocks, dim=1), targets, reduction="none")
+
+
+def label_gap(
+    norms: torch.Tensor, children: torch.Tensor, parents: torch.Tensor, zeta: float
+) -> torch.Tensor:
+    """``mean(relu(|parent| - |child| + zeta))`` over (child, parent) pairs; 0 without pairs.
+
+    Args:
+        norms: ``[N]`` norms of the text embeddings of every node.
+        children, parents: LongTensors ``[P]`` of node indices, one entry per path edge.
+        zeta: the required gap ``zeta_gap`` (>= 0).
+    """
+    if children.numel() == 0:
+        return norms.new_zeros(())
+    return F.relu(norms[parents] - norms[children] + zeta).mean()
+
+
+def intra_gap(
+    child_norms: Sequence[torch.Tensor],
+    parent_norms: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+    zeta: float,
+) -> torch.Tensor:
+    """``mean(relu(|v| - |u| + zeta))`` over all pairs of nodes ``u`` at level ``l``, ``v`` at
+    ``l + 1``, pooled over the adjacent level pairs; 0 without pairs.
+
+    Args:
+        child_norms: per level pair, ``[n_l]`` norms of the lower level's nodes.
+        parent_norms: per level pair, ``[n_{l+1}]`` norms of the upper level's nodes.
+        masks: per level pair, ``[n_l, n_{l+1}]`` bool: which pairs count.
+        zeta: the required gap ``zeta_gap`` (>= 0).
+    """
+    total = count = None
+    for lower, upper, mask in zip(child_norms, parent_norms, masks, strict=True):
+        gaps = F.relu(upper[None, :] - lower[:, None] + zeta)
+        term, pairs = (gaps * mask).sum(), mask.sum()
+        total = term if total is None else total + term
+        count = pairs if count is None else count + pairs
+    if total is None:
+        return torch.zeros(())
+    # Floor the count: with every pair masked out the sum is 0, and so is the gap.
+    return total / count.clamp_min(1)
+
+
+def _check_hyperbolic(output: HeadOutput, name: str = "head.geometry") -> None:
+    if output.geometry != "hyperbolic" or output.curvature is None:
+        raise must(name, "'hyperbolic' for the hierarchical loss", output.geometry)
+
+
+# -- the hierarchical loss -------------------------------------------------------------------
+
+
+class HierarchicalLoss(nn.Module):
+    """HITA (with margins and HNSA) + ``lambda_1`` L_vic + ``lambda_2`` L_gap (METHOD.md).
+
+    Args:
+        layout: the head's node layout (every tree of the classifier).
+        settings: the loss settings; default :class:`HierarchicalSettings`.
+        trees: the trees to align with, in order; default every tree of ``layout``.
+
+    ``forward`` returns:
+
+    - ``hita_loss``: per tree ``sum_l w_l CE_l``, summed (or averaged) over the trees. ``CE_l``
+      is the cross-entropy of level ``l`` over logits ``-d_r / tau``, the target logit lowered by
+      ``m_l / tau`` (margins) and the HNSA negatives added to the denominator;
+    - ``vic_loss``: ``lambda_1 mean(relu(d_r(image, text[leaf label]) - zeta_vic))``, once (it
+      depends on the leaf level only);
+    - ``gap_loss``: ``lambda_2 (label gap + intra gap)`` on the text embeddings of every node of
+      the selected trees, per tree, summed (or averaged) over the trees;
+    - diagnostics (detached): ``hita/{tree}/{level}`` (unweighted CE), ``text_norm/{tree}/{level}``
+      (mean text norm), ``margin/{tree}/{level}`` (when margins are on), ``leaf_distance``,
+      ``image_norm``, ``label_gap`` and ``intra_gap`` (unweighted).
+
+    Pairs of nodes with the same display name get the same prompt, hence the same text
+    embedding, so no norm order can hold between them; the gap terms skip them. This drops the
+    edge from a shallow leaf to its own copy one level up (tree padding).
+
+    Edge masks and parent maps are precomputed as (non-persistent) buffers: a step loops over
+    trees and levels only.
+    """
+
+    needs = frozenset({"adversarial"})
+
+    def __init__(
+        self,
+        layout: HeadLayout,
+        settings: HierarchicalSettings | None = None,
+        trees: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        self.layout = layout
+        self.settings = settings if settings is not None else HierarchicalSettings()
+        if not isinstance(self.settings, HierarchicalSettings):
+            raise must("settings", "a HierarchicalSettings", type(self.settings).__name__)
+        known = layout.tree_names
+        if trees is None:
+            trees = known
+        trees = (trees,) if isinstance(trees, str) else tuple(trees)
+        if not trees:
+            raise must("trees", f"at least one of {list(known)}", "<no trees>")
+        for tree in trees:
+            if tree not in known:
+                raise must("trees", f"names of trees in {list(known)}", tree)
+        if len(set(trees)) != len(trees):
+            raise must("trees", "distinct tree names", list(trees))
+        self.trees = trees
+        self.depths = tuple(layout.depth(tree) for tree in trees)
+        self.leaf_slice = layout.slice_of(trees[0], 0)
+        name_ids: dict[str, int] = {}
+        node_names = torch.tensor([name_ids.setdefault(n, len(name_ids)) for n in layout.names])
+        for index, tree in enumerate(trees):
+            depth = self.depths[index]
+            sizes = [self._size(tree, level) for level in range(depth + 1)]
+            targets = [layout.targets[(tree, level)].long() for level in range(depth + 1)]
+            starts = [layout.slice_of(tree, level).start for level in range(depth + 1)]
+            label_children, label_parents = [], []
+            for level in range(depth + 1):
+                self._buffer("target", index, level, targets[level])
+            for level in range(depth):
+                # Every level-l node has leaves below it; all of them share its one parent.
+                parent = torch.empty(sizes[level], dtype=torch.long)
+                parent[targets[level]] = targets[level + 1]
+                self._buffer("parent", index, level, parent)
+                is_edge = F.one_hot(parent, sizes[level + 1]).bool()  # [n_l, n_{l+1}]
+                self._buffer("up", index, level, ~is_edge)
+                self._buffer("down", index, level + 1, ~is_edge.T)
+                lower = node_names[starts[level] : starts[level] + sizes[level]]
+                upper = node_names[starts[level + 1] : starts[level + 1] + sizes[level + 1]]
+                self._buffer("intra", index, level, lower[:, None] != upper[None, :])
+                children = targets[level] + starts[level]
+                parents = targets[level + 1] + starts[level + 1]
+                distinct = node_names[children] != node_names[parents]
+                label_children.append(children[distinct])
+                label_parents.append(parents[distinct])
+            empty = torch.empty(0, dtype=torch.long)
+            self._buffer("label_child", index, None, torch.cat([empty, *label_children]))
+            self._buffer("label_parent", index, None, torch.cat([empty, *label_parents]))
+
+    # -- buffers ---------------------------------------------------------------------------
+
+    def _size(self, tree: str, level: int) -> int:
+        node_slice = self.layout.slice_of(tree, level)
+        return node_slice.stop - node_slice.start
+
+    def _follow(self, output: HeadOutput) -> None:
+        """Move the precomputed buffers to the outputs' device (once), if the caller did not."""
+        device = output.image.device
+        if self._buffer("target", 0, 0).device != device:
+            self.to(device)
+
+    def _buffer(self, kind: str, tree: int, level: int | None, value: torch.Tensor | None = None):
+        name = f"_{kind}_{tree}" + ("" if level is None else f"_{level}")
+        if value is not None:
+            self.register_buffer(name, value, persistent=False)
+        return getattr(self, name)
+
+    # -- HITA --------------------------------------------------------------------------------
+
+    def _margins(self, output: HeadOutput, index: int, epoch: float) -> torch.Tensor | None:
+        schedule = self.settings.margins
+        if not schedule.enabled:
+            schedule.warmup(epoch)  # still reject a bad epoch
+            return None
+        tree, depth = self.trees[index], self.depths[index]
+        norms = None
+        if schedule.shape == "theorem":
+            norms = self._level_norms(output.text.detach(), tree, depth)
+        margins = level_margins(
+            schedule, depth, epoch=epoch, level_norms=norms, curvature=output.curvature
+        )
+        return margins.to(output.text.device)
+
+    def _level_norms(self, text: torch.Tensor, tree: str, depth: int) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(text.float(), dim=-1)
+        return torch.stack(
+            [norms[self.layout.slice_of(tree, level)].mean() for level in range(depth + 1)]
+        )
+
+    def _negatives(self, index: int, level: int, targets, scores) -> list:
+        """HNSA blocks ``(logits of the adjacent level, allowed)`` for target nodes."""
+        negatives = []
+        if self.settings.negatives_up and level < self.depths[index]:
+            negatives.append((scores(level + 1), self._buffer("up", index, level)[targets]))
+        if self.settings.negatives_down and level > 0:
+            negatives.append((scores(level - 1), self._buffer("down", index, level)[targets]))
+        return negatives
+
+    def _level_ce(
+        self,
+        source: HeadOutput,
+        labels: torch.Tensor,
+        index: int,
+        level: int,
+        margin: torch.Tensor | float,
+        pyramids: dict,
+    ) -> torch.Tensor:
+        tree = self.trees[index]
+        tau = source.temperature
+        if level == 0 or self.settings.superclass_images == "image":
+            targets = self._buffer("target", index, level)[labels]
+
+            def scores(at: int) -> torch.Tensor:
+                return source.logits[:, self.layout.slice_of(tree, at)]
+
+            weights = None
+        else:
+            key = (id(source), index)
+            if key not in pyramids:
+                depth = self.depths[index]
+                parents = [self._buffer("parent", index, at) for at in range(depth)]
+                sizes = [self._size(tree, at) for at in range(depth + 1)]
+                pyramids[key] = hypavg_pyramid(
+                    source.image, labels, parents, sizes, source.curvature
+                )
+            queries, present = pyramids[key][level]
+            targets = torch.arange(len(queries), device=queries.device)
+
+            def scores(at: int) -> torch.Tensor:
+                text = source.text[self.layout.slice_of(tree, at)]
+                return -geometry.pairwise_distance(queries, text, source.curvature) / tau
+
+            weights = present.to(queries.dtype)
+        logits = apply_margin(scores(level), targets, margin, tau)
+        ce = hnsa_cross_entropy(logits, targets, self._negatives(index, level, targets, scores))
+        if weights is None:
+            return ce.mean()
+        # Average over the superclasses present in the batch (absent ones have weight 0).
+        return (ce * weights).sum() / weights.sum().clamp_min(1)
+
+    def level_cross_entropies(
+        self,
+        output: HeadOutput,
+        labels: torch.Tensor,
+        *,
+        epoch: float = 0.0,
+        by_level: Mapping[tuple[str, int], HeadOutput] | None = None,
+    ) -> dict[tuple[str, int], torch.Tensor]:
+        """The unweighted cross-entropy ``CE_l`` of every ``(tree, level)`` of the loss.
+
+        Margins and HNSA negatives are included. With ``by_level`` (one perturbation per level),
+        ``(tree, level)`` is scored on ``by_level[(tree, level)]``'s images.
+
+        Args:
+            output: hyperbolic head output on the (adversarial) images.
+            labels: LongTensor ``[B]`` of leaf labels.
+            epoch: the fractional epoch (margin warm-up).
+            by_level: optional head output per ``(tree, level)``, sharing ``output``'s text.
+
+        Returns:
+            ``{(tree, level): 0-dim tensor}`` for every selected tree and level ``0..L``.
+        """
+        _check_hyperbolic(output)
+        self._follow(output)
+        if by_level is not None:
+            missing = [
+                (tree, level)
+                for tree, depth in zip(self.trees, self.depths, strict=True)
+                for level in range(depth + 1)
+                if (tree, level) not in by_level
+            ]
+            if missing:
+                raise must("by_level", "a head output for every (tree, level)", missing[0])
+            for source in by_level.values():
+                _check_hyperbolic(source)
+        pyramids: dict = {}
+        result = {}
+        for index, tree in enumerate(self.trees):
+            margins = self._margins(output, index, epoch)
+            for level in range(self.depths[index] + 1):
+                source = output if by_level is None else by_level[(tree, level)]
+                margin = 0.0 if margins is None else margins[level]
+                result[(tree, level)] = self._level_ce(
+                    source, labels, index, level, margin, pyramids
+                )
+        return result
+
+    def _reduce_trees(self, per_tree: Sequence[torch.Tensor]) -> torch.Tensor:
+        total = torch.stack(list(per_tree)).sum()
+        if self.settings.forest_reduction == "mean":
+            return total / len(per_tree)
+        return total
+
+    def weighted_hita(self, cross_entropies: Mapping[tuple[str, int], torch.Tensor]):
+        """``sum_l w_l CE_l`` per tree, reduced over the trees (sum or mean)."""
+        per_tree = []
+        for tree, depth in zip(self.trees, self.depths, strict=True):
+            weights = level_weights(self.settings.level_weights, depth).tolist()
+            per_tree.append(sum(w * cross_entropies[(tree, lv)] for lv, w in enumerate(weights)))
+        return self._reduce_trees(per_tree)
+
+    def hita(
+        self,
+        output: HeadOutput,
+        labels: torch.Tensor,
+        *,
+        epoch: float = 0.0,
+        by_level: Mapping[tuple[str, int], HeadOutput] | None = None,
+    ) -> torch.Tensor:
+        """The HITA term alone: the weighted level cross-entropies, reduced over the trees."""
+        ces = self.level_cross_entropies(output, labels, epoch=epoch, by_level=by_level)
+        return self.weighted_hita(ces)
+
+    def hita_objective(self, *, epoch: float = 0.0) -> Objective:
+        """``objective(output, labels) -> scalar``: the HITA term, for an attack to maximise.
+
+        The universal training attack maximises this weighted sum over every level of every
+        tree (margins and negatives included, as in training).
+        """
+
+        def objective(output: HeadOutput, labels: torch.Tensor) -> torch.Tensor:
+            return self.hita(output, labels, epoch=epoch)
+
+        return objective
+
+    # -- the whole loss ----------------------------------------------------------------------
+
+    def forward(
+        self,
+        adversarial: HeadOutput,
+        labels: torch.Tensor,
+        *,
+        epoch: float = 0.0,
+        by_level: Mapping[tuple[str, int], HeadOutput] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """All terms of the loss (see the class docstring for the keys).
+
+        Args:
+            adversarial: hyperbolic head output on the adversarial images (with the text
+                perturbation, if any); its leaf embeddings enter L_vic, its text L_gap.
+            labels: LongTensor ``[B]`` of leaf labels.
+            epoch: the fractional epoch (margin warm-up).
+            by_level: optional head output per ``(tree, level)`` (per-level perturbations).
+        """
+        settings = self.settings
+        ces = self.level_cross_entropies(adversarial, labels, epoch=epoch, by_level=by_level)
+        r = adversarial.curvature
+        text = adversarial.text
+        leaf_text = text[self.leaf_slice][labels]
+        leaf_distance = geometry.distance(adversarial.image, leaf_text, r)
+        vic = F.relu(leaf_distance - settings.vic_radius).mean()
+
+        norms = torch.linalg.vector_norm(text.float(), dim=-1)
+        label_gaps, intra_gaps = [], []
+        for index, (tree, depth) in enumerate(zip(self.trees, self.depths, strict=True)):
+            label_gaps.append(
+                label_gap(
+                    norms,
+                    self._buffer("label_child", index, None),
+                    self._buffer("label_parent", index, None),
+                    settings.gap_margin,
+                )
+            )
+            level_norms = [norms[self.layout.slice_of(tree, lv)] for lv in range(depth + 1)]
+            intra_gaps.append(
+                intra_gap(
+                    level_norms[:-1],
+                    level_norms[1:],
+                    [self._buffer("intra", index, lv) for lv in range(depth)],
+                    settings.gap_margin,
+                )
+            )
+        label_total = self._reduce_trees(label_gaps)
+        intra_total = self._reduce_trees(intra_gaps)
+
+        terms: dict[str, torch.Tensor] = {
+            "hita_loss": self.weighted_hita(ces),
+            "vic_loss": settings.vic_weight * vic,
+            "gap_loss": settings.gap_weight * (label_total + intra_total),
+        }
+        for (tree, level), ce in ces.items():
+            terms[f"hita/{tree}/{level}"] = ce.detach()
+        for index, (tree, depth) in enumerate(zip(self.trees, self.depths, strict=True)):
+            mean_norms = self._level_norms(text.detach(), tree, depth)
+            margins = self._margins(adversarial, index, epoch)
+            for level in range(depth + 1):
+                terms[f"text_norm/{tree}/{level}"] = mean_norms[level]
+                if margins is not None:
+                    terms[f"margin/{tree}/{level}"] = margins[level].detach()
+        terms["leaf_distance"] = leaf_distance.detach().mean()
+        terms["image_norm"] = torch.linalg.vector_norm(adversarial.image.detach(), dim=-1).mean()
+        terms["label_gap"] = label_total.detach()
+        terms["intra_gap"] = intra_total.detach()
+        return terms
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+
+def _leaf_logits(layout: HeadLayout, output: HeadOutput) -> torch.Tensor:
+    return output.logits[:, layout.slice_of(layout.tree_names[0], 0)]
+
+
+class TeCoALoss(nn.Module):
+    """TeCoA (Mao et al., ICLR 2023): cross-entropy of the adversarial leaf logits.
+
+    The logits already carry the head's logit scale (``100 * cos`` for CLIP's). Returns
+    ``{"tecoa_loss"}``.
+    """
+
+    needs = frozenset({"adversarial"})
+
+    def __init__(self, layout: HeadLayout):
+        super().__init__()
+        self.layout = layout
+
+    def forward(self, adversarial: HeadOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"tecoa_loss": F.cross_entropy(_leaf_logits(self.layout, adversarial), labels)}
+
+
+@dataclass(frozen=True)
+class PMGAFTSettings:
+    """Weights of PMG-AFT's two KL terms.
+
+    Attributes:
+        reference_weight: weight of ``KL(original model on x_adv || model on x_adv)``, >= 0.
+            Default 1.0 (the reference implementation).
+        clean_weight: weight of ``KL(model on x || model on x_adv)``, >= 0. Default 1.0.
+    """
+
+    reference_weight: float = 1.0
+    clean_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative("pmg.reference_weight", self.reference_weight)
+        _check_non_negative("pmg.clean_weight", self.clean_weight)
+
+
+def _kl_sum(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``sum_b KL(softmax(target_b) || softmax(logits_b))``, summed over the batch."""
+    return F.kl_div(
+        F.log_softmax(logits.float(), dim=-1),
+        F.log_softmax(target_logits.float(), dim=-1),
+        reduction="sum",
+        log_target=True,
+    )
+
+
+class PMGAFTLoss(nn.Module):
+    """PMG-AFT (Wang et al., CVPR 2024): CE + two KL terms towards the adversarial output.
+
+    - ``ce_loss``: cross-entropy of the adversarial leaf logits (with the logit scale);
+    - ``kl_reference_loss``: ``KL(softmax(s_ref_adv) || softmax(s_adv))``, summed over the batch;
+    - ``kl_clean_loss``: ``KL(softmax(s_clean) || softmax(s_adv))``, summed over the batch;
+
+    where ``s`` are raw cosine similarities (the leaf logits times the output's temperature,
+    i.e. divided by the logit scale), as in the reference code. The clean output keeps its
+    gradient; the reference output comes from the frozen original model.
+    """
+
+    needs = frozenset({"adversarial", "clean", "reference_adversarial"})
+
+    def __init__(self, layout: HeadLayout, settings: PMGAFTSettings | None = None):
+        super().__init__()
+        self.layout = layout
+        self.settings = settings if settings is not None else PMGAFTSettings()
+
+    def _raw(self, output: HeadOutput) -> torch.Tensor:
+        return _leaf_logits(self.layout, output) * output.temperature
+
+    def forward(
+        self,
+        adversarial: HeadOutput,
+        clean: HeadOutput,
+        reference_adversarial: HeadOutput,
+        labels: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        raw_adversarial = self._raw(adversarial)
+        return {
+            "ce_loss": F.cross_entropy(_leaf_logits(self.layout, adversarial), labels),
+            "kl_reference_loss": self.settings.reference_weight
+            * _kl_sum(self._raw(reference_adversarial), raw_adversarial),
+            "kl_clean_loss": self.settings.clean_weight
+            * _kl_sum(self._raw(clean), raw_adversarial),
+        }
+
+
+class FARELoss(nn.Module):
+    """FARE (Schlarmann et al., ICML 2024): unsupervised feature alignment.
+
+    ``fare_loss = mean_b |f(x_adv)_b - f_orig(x)_b|^2`` on unnormalised encoder features:
+    squared L2 summed over the dimensions, averaged over the batch. No labels, no text.
+    """
+
+    needs = frozenset({"adversarial", "reference_clean"})
+
+    def forward(
+        self, adversarial_features: torch.Tensor, reference_clean_features: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        difference = adversarial_features.float() - reference_clean_features.float()
+        return {"fare_loss": difference.square().sum(dim=-1).mean()}
