@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from trainables.attacks import PGD, EmbeddingPGD, LevelObjective
+from trainables.attacks import PGD, EmbeddingPGD, LevelObjective, hierarchical_perturbations
 from trainables.errors import must
 from trainables.losses import (
     FARELoss,
@@ -257,32 +257,28 @@ class Hierarchical(Method):
 
     def perturb(self, images, labels):
         attack = self.settings.attack
-        layout = self.classifier.layout
-        embeddings = {"return_embeddings": True}
-        if attack.strategy == "universal":
-            pgd = self._pgd(
-                self.classifier,
-                self.loss.hita_objective(epoch=self.epoch),
-                model_kwargs=embeddings,
-                text_eps=attack.text_eps,
-            )
-            adversarial, text_delta = pgd.perturb_with_text(images, labels)
-            return Perturbation(adversarial, text_delta)
-        if attack.strategy == "leaf":
-            objective = LevelObjective(layout, layout.tree_names[0], 0)
-            pgd = self._pgd(self.classifier, objective, text_eps=attack.text_eps)
-            adversarial, text_delta = pgd.perturb_with_text(images, labels)
-            return Perturbation(adversarial, text_delta)
-        by_level = {}
-        for tree, level in layout.slices:
-            if level == 0 and tree != layout.tree_names[0]:
-                continue  # the leaf level is shared by every tree: attack it once
-            objective = LevelObjective(layout, tree, level)
-            by_level[(tree, level)] = self._pgd(self.classifier, objective)(images, labels)
-        for tree, level in layout.slices:
-            by_level.setdefault((tree, level), by_level[(layout.tree_names[0], 0)])
-        leaf = by_level[(layout.tree_names[0], 0)]
-        return Perturbation(leaf, None, by_level)
+        universal = attack.strategy == "universal"
+        found = hierarchical_perturbations(
+            self.classifier,
+            images,
+            labels,
+            strategy=attack.strategy,
+            eps=attack.eps,
+            steps=attack.steps,
+            step_size=attack.resolved_step_size,
+            # Per-level batches share one text side in the loss, so only images are perturbed.
+            text_eps=0.0 if attack.strategy == "per_level" else attack.text_eps,
+            # The universal perturbation maximises the training loss's own hierarchical term.
+            objective=self.loss.hita_objective(epoch=self.epoch) if universal else None,
+            model_kwargs={"return_embeddings": True} if universal else None,
+            generator=self.generator,
+        )
+        if attack.strategy == "per_level":
+            by_level = {key: adversarial.images for key, adversarial in found.items()}
+            leaf = by_level[(self.classifier.layout.tree_names[0], 0)]
+            return Perturbation(leaf, None, by_level)
+        (adversarial,) = found.values()
+        return Perturbation(adversarial.images, adversarial.text_delta)
 
     def loss_terms(self, model, images, perturbation, labels, *, epoch=0.0):
         self.epoch = epoch

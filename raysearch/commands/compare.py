@@ -13,14 +13,19 @@ from raysearch.report import format_attack, format_eps, show_progress_logs
 from trainables.errors import must
 
 
+def _argument_error(field: str, constraint: str, got) -> argparse.ArgumentTypeError:
+    # argparse replaces the message of a ValueError from a type function; this type keeps it.
+    return argparse.ArgumentTypeError(str(must(field, constraint, got)))
+
+
 def parse_eps(text: str) -> float:
     """``"4/255"``, ``"0.0157"`` -> float; one clear line on anything else."""
     try:
         value = float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
-        raise must("eps", "a number such as 4/255 or 0.0157", text) from None
+        raise _argument_error("eps", "a number such as 4/255 or 0.0157", text) from None
     if not 0 < value <= 1:
-        raise must("eps", "in (0, 1] (pixel units of [0, 1] images)", text)
+        raise _argument_error("eps", "in (0, 1] (pixel units of [0, 1] images)", text)
     return value
 
 
@@ -32,7 +37,7 @@ def _seeds(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(seed) for seed in text.split(",") if seed.strip())
     except ValueError:
-        raise must("seeds", "comma-separated integers such as 0,1,2", text) from None
+        raise _argument_error("seeds", "comma-separated integers such as 0,1,2", text) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.errors import UserInputError
 from trainables import geometry
+from trainables.errors import UserInputError
 from trainables.model import HeadLayout, HeadSettings, LevelHead, ZeroShotClassifier
 
 
@@ -112,9 +112,7 @@ def test_hyperbolic_logits_are_negative_distances_over_temperature(hyperbolic, f
 
 def test_hyperbolic_init_puts_the_mean_text_norm_at_init_norm(hyperbolic):
     with torch.no_grad():
-        tangent = hyperbolic.log_text_scale.exp() * hyperbolic.project_text(
-            hyperbolic.text_hidden
-        )
+        tangent = hyperbolic.log_text_scale.exp() * hyperbolic.project_text(hyperbolic.text_hidden)
     assert float(tangent.norm(dim=-1).mean()) == pytest.approx(HYPERBOLIC.init_norm, rel=1e-4)
 
 
