@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from trainables.attacks import PGD
+from trainables.attacks import PGD, AutoAttack
 from trainables.errors import must
 from trainables.model import LevelHead, ZeroShotClassifier
 
@@ -130,6 +130,51 @@ def _nest(totals: dict[tuple[str, int], int], count: int) -> dict[str, dict[int,
     for (tree, level), hits in totals.items():  # the layout order: forest order, then level
         nested.setdefault(tree, {})[level] = hits / max(count, 1)
     return nested
+
+
+def autoattack_accuracy(
+    classifier: ZeroShotClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 100,
+    tree: str | None = None,
+    level: int = 0,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> dict:
+    """Accuracy at ``(tree, level)`` under AutoAttack (APGD-CE + APGD-T, via torchattacks).
+
+    The final-number protocol of FARE: report it with a sample cap, beside its settings.
+    """
+    tree = tree or classifier.layout.tree_names[0]
+    head = LevelHead(classifier, tree, level)
+    node_slice = classifier.layout.slice_of(tree, level)
+    n_classes = node_slice.stop - node_slice.start
+    attack = AutoAttack(head, eps=eps, steps=steps, seed=seed, n_classes=n_classes)
+    correct = 0
+    with eval_mode(classifier):
+        for batch, batch_labels in batches(images, labels, batch_size):
+            target = classifier.layout.level_targets(batch_labels, tree, level)
+            adversarial = attack(_as_float(batch), target)
+            with torch.no_grad():
+                correct += int((head(adversarial).argmax(dim=1) == target).sum())
+    return {
+        "accuracy": correct / max(len(labels), 1),
+        "settings": {
+            "attack": "autoattack",
+            "attacks": list(attack.attacks_for(n_classes)),
+            "eps": eps,
+            "steps": steps,
+            "norm": "linf",
+            "seed": seed,
+            "samples": int(len(labels)),
+            "tree": tree,
+            "level": level,
+            "templates": list(classifier.templates),
+        },
+    }
 
 
 def _mean_of(values) -> float:
