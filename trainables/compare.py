@@ -41,16 +41,16 @@ class CompareSettings:
     """
 
     methods: tuple[str, ...] = METHOD_NAMES
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1)
     optim: OptimSettings = field(
-        default_factory=lambda: OptimSettings(epochs=1.0, batch_size=128, lr=5e-4)
+        default_factory=lambda: OptimSettings(epochs=2.0, batch_size=128, lr=5e-4)
     )
     eps: float = 4 / 255
     attack_steps: int = 2
     evaluation: AttackSettings = field(
         default_factory=lambda: AttackSettings(eps=4 / 255, steps=10)
     )
-    eval_samples: int = 500
+    eval_samples: int = 1000
     train_size: int | None = None
 
     def __post_init__(self):

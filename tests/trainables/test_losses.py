@@ -29,7 +29,9 @@ from trainables.model import HeadLayout, HeadOutput
 
 R = 1.0
 TAU = 0.5
-PLAIN = HierarchicalSettings(superclass_images="image", negatives="none")
+PLAIN = HierarchicalSettings(
+    superclass_images="image", negatives="none", margins=MarginSchedule()
+)
 
 # The hand tree "first":  a, b -> P;  c -> Q;  d -> R;  P, Q -> X;  R -> Y.
 # Layout slots: leaves a b c d = 0..3; first/1: P Q R = 4..6; first/2: X Y = 7..8;
@@ -90,7 +92,7 @@ def hand_output() -> HeadOutput:
 def test_default_settings():
     settings = HierarchicalSettings()
     assert settings.level_weights == "linear"
-    assert settings.margins == MarginSchedule()
+    assert settings.margins == MarginSchedule(shape="theorem", base=1.0, kappa=0.05)
     assert (settings.superclass_images, settings.negatives) == ("hypavg", "both")
     assert (settings.vic_weight, settings.vic_radius) == (1.0, 1.0)
     assert (settings.gap_weight, settings.gap_margin) == (0.1, 0.05)
@@ -274,7 +276,7 @@ def test_hnsa_level_one_by_hand(hand_layout, hand_output):
 @pytest.mark.parametrize("images", ["image", "hypavg"])
 def test_more_negatives_never_lower_the_ce(hand_layout, hand_output, images):
     def ces(negatives):
-        settings = HierarchicalSettings(superclass_images=images, negatives=negatives)
+        settings = replace(PLAIN, superclass_images=images, negatives=negatives)
         loss = HierarchicalLoss(hand_layout, settings)
         return loss.level_cross_entropies(hand_output, LABELS)
 
