@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="comma-separated methods from clip,tecoa,pmg,fare,hrz,hrz-forest (default: all)",
     )
-    parser.add_argument("--seeds", type=_seeds, default=(0,), help="comma-separated seeds")
+    parser.add_argument(
+        "--seeds", type=_seeds, default=None, help="comma-separated seeds (default 0,1)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per method")
     parser.add_argument("--epochs", type=float, default=None, help="epochs per method")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size")
@@ -72,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     from trainables.compare import CompareSettings
 
-    settings = CompareSettings(seeds=tuple(args.seeds))
+    settings = CompareSettings()
+    if args.seeds is not None:
+        settings = replace(settings, seeds=tuple(args.seeds))
     if args.methods is not None:
         settings = replace(settings, methods=tuple(args.methods))
     optim = {}
