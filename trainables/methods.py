@@ -166,6 +166,15 @@ class Method:
     def after_step(self) -> None:
         """Called after every optimiser step (nothing to do for most methods)."""
 
+    def to(self, device: torch.device | str) -> Method:
+        """Move the classifier and everything the method holds besides it (frozen reference
+        models, loss buffers) to ``device``."""
+        self.classifier.to(device)
+        for value in vars(self).values():
+            if isinstance(value, nn.Module) and value is not self.classifier:
+                value.to(device)
+        return self
+
     def _pgd(self, model, objective, *, model_kwargs=None, text_eps: float = 0.0) -> PGD:
         attack = self.settings.attack
         return PGD(

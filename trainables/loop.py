@@ -1,0 +1,279 @@
+"""The Ray Train per-worker loop: one fine-tuning job on any number of workers.
+
+Each worker builds its own data and model from a :class:`JobSpec` (plain, picklable settings),
+wraps the classifier with ``prepare_model`` (DDP: gloo on CPU, nccl on GPU), runs the shared
+:func:`trainables.training.training_step` on its shard of every global batch, evaluates on rank
+0 at the end of every epoch, and reports metrics with a checkpoint holding everything needed to
+continue exactly where it stopped: model, optimiser, scheduler, epoch, RNG states.
+
+Rank 0 also writes the epoch's metrics to the job's MLflow run (``JobSpec.mlflow_run_id``), by
+step = epoch, skipping epochs the run already holds, so a restarted worker group never logs an
+epoch twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.evaluate import (
+    AttackSettings,
+    attacked_accuracy,
+    level_accuracy,
+    robustness_profile,
+)
+from trainables.methods import MethodSettings, build_method
+from trainables.training import OptimSettings, build_optimizer, training_step, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+PROFILE_FILE = "profile.json"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run one fine-tuning job (the driver builds it).
+
+    Attributes:
+        method, optim: the method and its optimiser/schedule.
+        evaluation: the PGD of the per-epoch robust accuracy and of the final profile.
+        eval_samples: test images evaluated (rank 0).
+        dataset, data_root, train_size: the data (``trainables.data.registry.load_split``).
+        trees: a shipped forest name, ``shipped/tree``, or tree files.
+        model_name, pretrained: the base model (``trainables.backbone.load_clip``).
+        seed: seeds shuffling, attacks and initialisation.
+        mlflow_tracking_uri, mlflow_run_id: where rank 0 logs per-epoch metrics (None: no log).
+        final_profile: evaluate the full per-level robustness profile after the last epoch.
+    """
+
+    method: MethodSettings
+    optim: OptimSettings
+    evaluation: AttackSettings = field(default_factory=AttackSettings)
+    eval_samples: int = 1000
+    dataset: str = "embedded"
+    data_root: str | None = None
+    train_size: int | None = None
+    trees: tuple[str, ...] = ("embedded",)
+    model_name: str = "embedded"
+    pretrained: str | None = None
+    seed: int = 0
+    mlflow_tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    final_profile: bool = True
+
+    def epochs(self, train_size: int) -> int:
+        """Whole epochs the job runs (the step budget rounded up to whole epochs)."""
+        per_epoch = max(1, train_size // self.optim.batch_size)
+        return max(1, -(-self.optim.total_steps(train_size) // per_epoch))
+
+
+def load_forest(trees: tuple[str, ...]):
+    """One forest from shipped names and/or tree files."""
+    from trainables.hierarchy.shipped import resolve
+    from trainables.hierarchy.tree import Forest, as_forest
+
+    parts = [as_forest(resolve(name)) for name in trees]
+    if len(parts) == 1:
+        return parts[0]
+    return Forest([tree for part in parts for tree in part.trees])
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "attack": generator.get_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["attack"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class EpochLog:
+    """Rank 0's per-epoch MLflow metrics, by step = epoch, each epoch written once."""
+
+    def __init__(self, tracking_uri: str | None, run_id: str | None):
+        self.run_id = run_id
+        self.client = None
+        if run_id is not None:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def logged_epochs(self) -> set[int]:
+        if self.client is None:
+            return set()
+        return {metric.step for metric in self.client.get_metric_history(self.run_id, "epoch")}
+
+    def log(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.client is None or epoch in self.logged_epochs():
+            return
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        entries = [
+            Metric(key=key.replace("/", "."), value=float(value), timestamp=stamp, step=epoch)
+            for key, value in metrics.items()
+            if isinstance(value, int | float) and key != "epoch"
+        ]
+        # "epoch" last: its presence marks the epoch as completely logged.
+        entries.append(Metric(key="epoch", value=float(epoch), timestamp=stamp, step=epoch))
+        self.client.log_batch(self.run_id, metrics=entries)
+
+
+def _epoch_metrics(classifier, images, labels, spec: JobSpec) -> dict[str, float]:
+    """Clean accuracy at every level and robust leaf accuracy on the evaluation images."""
+    metrics: dict[str, float] = {}
+    clean = level_accuracy(classifier, images, labels)
+    for tree, levels in clean.items():
+        for level, accuracy in levels.items():
+            metrics[f"clean/{tree}/{level}"] = accuracy
+    first = classifier.layout.tree_names[0]
+    metrics["clean_leaf"] = clean[first][0]
+    robust = attacked_accuracy(classifier, images, labels, spec.evaluation, tree=first, level=0)
+    metrics["robust_leaf"] = robust[first][0]
+    return metrics
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; ``config["spec"]`` is a :class:`JobSpec`."""
+    import ray.train
+    import ray.train.torch
+
+    from trainables.backbone import load_clip
+    from trainables.data.registry import load_split
+
+    spec: JobSpec = config["spec"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(spec.seed)
+
+    forest = load_forest(spec.trees)
+    train = load_split(spec.dataset, "train", root=spec.data_root)
+    if spec.train_size is not None:
+        train = train.subset(spec.train_size)
+    loaded = load_clip(spec.model_name, spec.pretrained)
+    method = build_method(
+        spec.method,
+        loaded,
+        forest,
+        calibration_images=train.subset(256).float_images(),
+        seed=spec.seed * 1000 + rank,  # each rank attacks its own shard with its own starts
+    )
+    parameters = method.parameters()
+    model = ray.train.torch.prepare_model(method.classifier)
+    method.to(device)
+
+    if spec.optim.batch_size % world:
+        log.warning("global batch %d is not divisible by %d workers", spec.optim.batch_size, world)
+    per_worker = max(1, spec.optim.batch_size // world)
+    dataset = torch.utils.data.TensorDataset(train.images, train.labels)
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=spec.seed, drop_last=True
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=per_worker, sampler=sampler, drop_last=True
+    )
+    loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+
+    optimizer = build_optimizer(parameters, spec.optim)
+    total_steps = spec.optim.total_steps(len(train))
+    steps_per_epoch = max(1, len(sampler) // per_worker)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps, spec.optim.warmup_steps)
+    )
+    scaler = torch.amp.GradScaler() if spec.optim.precision == "fp16" else None
+
+    start_epoch, step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+        method.classifier.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], method.generator)
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        log.info("rank %d resumes after epoch %d (step %d)", rank, state["epoch"], step)
+
+    evaluation_split = load_split(spec.dataset, "test", root=spec.data_root)
+    eval_images = evaluation_split.images[: spec.eval_samples]
+    eval_labels = evaluation_split.labels[: spec.eval_samples]
+    evaluator = method.classifier.with_forest(forest)
+    epoch_log = EpochLog(spec.mlflow_tracking_uri, spec.mlflow_run_id) if rank == 0 else None
+    epochs = spec.epochs(len(train))
+
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        sums: dict[str, float] = {}
+        count = 0
+        for images, labels in loader:
+            if step >= total_steps:
+                break
+            terms = training_step(
+                method,
+                model,
+                optimizer,
+                images.float().div_(255),
+                labels,
+                epoch=epoch + count / steps_per_epoch,
+                precision=spec.optim.precision,
+                scaler=scaler,
+            )
+            scheduler.step()
+            method.after_step()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            step += 1
+        seconds = time.perf_counter() - started
+        metrics: dict[str, float] = {key: value / max(count, 1) for key, value in sums.items()}
+        metrics.update(
+            epoch=epoch,
+            step=step,
+            lr=scheduler.get_last_lr()[0],
+            epoch_seconds=seconds,
+            images_per_second=count * spec.optim.batch_size / max(seconds, 1e-9),
+        )
+        last = epoch == epochs - 1
+        with tempfile.TemporaryDirectory() as folder:
+            report_checkpoint = None
+            if rank == 0:
+                evaluator.eval()
+                metrics.update(_epoch_metrics(evaluator, eval_images, eval_labels, spec))
+                if last and spec.final_profile:
+                    profile = robustness_profile(
+                        evaluator, eval_images, eval_labels, spec.evaluation
+                    )
+                    Path(folder, PROFILE_FILE).write_text(json.dumps(profile, indent=2))
+                    metrics["transfer"] = profile["transfer"]
+                torch.save(
+                    {
+                        "model": method.classifier.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state(method.generator),
+                        "epoch": epoch,
+                        "step": step,
+                    },
+                    Path(folder, STATE_FILE),
+                )
+                report_checkpoint = ray.train.Checkpoint.from_directory(folder)
+                epoch_log.log(epoch, metrics)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
