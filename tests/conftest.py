@@ -45,3 +45,14 @@ def tiny_clip():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return create_architecture(EMBEDDED_ARCH)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for every test that needs one (starting Ray takes seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, dashboard_host="127.0.0.1", include_dashboard=True)
+    yield ray
+    ray.shutdown()

@@ -30,6 +30,7 @@ from trainables.evaluate import (
     level_accuracy,
     robustness_profile,
 )
+from trainables.hierarchy.tree import Forest
 from trainables.methods import MethodSettings, build_method
 from trainables.training import OptimSettings, build_optimizer, training_step, warmup_cosine
 
@@ -48,7 +49,7 @@ class JobSpec:
         evaluation: the PGD of the per-epoch robust accuracy and of the final profile.
         eval_samples: test images evaluated (rank 0).
         dataset, data_root, train_size: the data (``trainables.data.registry.load_split``).
-        trees: a shipped forest name, ``shipped/tree``, or tree files.
+        forest: the dataset's class trees (every tree is evaluated; the method picks its own).
         model_name, pretrained: the base model (``trainables.backbone.load_clip``).
         seed: seeds shuffling, attacks and initialisation.
         mlflow_tracking_uri, mlflow_run_id: where rank 0 logs per-epoch metrics (None: no log).
@@ -62,7 +63,7 @@ class JobSpec:
     dataset: str = "embedded"
     data_root: str | None = None
     train_size: int | None = None
-    trees: tuple[str, ...] = ("embedded",)
+    forest: Forest | None = None  # None: the embedded forest
     model_name: str = "embedded"
     pretrained: str | None = None
     seed: int = 0
@@ -74,17 +75,6 @@ class JobSpec:
         """Whole epochs the job runs (the step budget rounded up to whole epochs)."""
         per_epoch = max(1, train_size // self.optim.batch_size)
         return max(1, -(-self.optim.total_steps(train_size) // per_epoch))
-
-
-def load_forest(trees: tuple[str, ...]):
-    """One forest from shipped names and/or tree files."""
-    from trainables.hierarchy.shipped import resolve
-    from trainables.hierarchy.tree import Forest, as_forest
-
-    parts = [as_forest(resolve(name)) for name in trees]
-    if len(parts) == 1:
-        return parts[0]
-    return Forest([tree for part in parts for tree in part.trees])
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -156,6 +146,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     from trainables.backbone import load_clip
     from trainables.data.registry import load_split
+    from trainables.hierarchy.shipped import load_shipped
 
     spec: JobSpec = config["spec"]
     context = ray.train.get_context()
@@ -163,7 +154,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(spec.seed)
 
-    forest = load_forest(spec.trees)
+    forest = spec.forest if spec.forest is not None else load_shipped("embedded")
     train = load_split(spec.dataset, "train", root=spec.data_root)
     if spec.train_size is not None:
         train = train.subset(spec.train_size)

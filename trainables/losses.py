@@ -31,7 +31,7 @@ from torch import nn
 
 from trainables import geometry
 from trainables.errors import must
-from trainables.margins import MarginSchedule, apply_margin, level_margins
+from trainables.margins import MarginSchedule, level_margins
 from trainables.model import HeadLayout, HeadOutput
 
 __all__ = [
@@ -303,8 +303,15 @@ class HierarchicalLoss(nn.Module):
     embedding, so no norm order can hold between them; the gap terms skip them. This drops the
     edge from a shallow leaf to its own copy one level up (tree padding).
 
-    Edge masks and parent maps are precomputed as (non-persistent) buffers: a step loops over
-    trees and levels only.
+    Edge masks, parent maps and the tables below are precomputed as (non-persistent) buffers,
+    so one call scores every ``(tree, level)`` at once: each *row* is one query (an image of the
+    batch, or the HypAvg embedding of one superclass) for one ``(tree, level)`` *key*, and its
+    *slot* ``(key, target node)`` selects the target column and the columns of its softmax (the
+    key's own level plus the allowed HNSA negatives) in the ``[rows, nodes]`` logits of every
+    node. The HypAvg embeddings of all trees are built in one Einstein-midpoint pass per level
+    and scored against every node in one distance call. This is the same cross-entropy as
+    :func:`hnsa_cross_entropy` on the level's logits with :func:`hypavg_pyramid` queries, per
+    ``(tree, level)``.
     """
 
     needs = frozenset({"adversarial"})
@@ -363,6 +370,9 @@ class HierarchicalLoss(nn.Module):
             empty = torch.empty(0, dtype=torch.long)
             self._buffer("label_child", index, None, torch.cat([empty, *label_children]))
             self._buffer("label_parent", index, None, torch.cat([empty, *label_parents]))
+        self._build_level_tables()
+        self._build_hypavg_tables()
+        self._build_gap_tables()
 
     # -- buffers ---------------------------------------------------------------------------
 
@@ -382,78 +392,280 @@ class HierarchicalLoss(nn.Module):
             self.register_buffer(name, value, persistent=False)
         return getattr(self, name)
 
+    def _table(self, name: str, value: torch.Tensor | None = None) -> torch.Tensor:
+        if value is not None:
+            self.register_buffer(f"_table_{name}", value, persistent=False)
+        return getattr(self, f"_table_{name}")
+
+    def _build_level_tables(self) -> None:
+        """Keys (every ``(tree, level)``), slots (key, node) and the image rows' slots.
+
+        - ``slot_column [S]``: the node (logit column) of each slot;
+        - ``slot_key [S]``: its key;
+        - ``slot_blocked [S, N]``: the columns outside its softmax (not its own level, nor an
+          allowed HNSA negative);
+        - ``level_mean [K, N]``: ``1 / n_l`` on the nodes of each key (mean text norms);
+        - ``level_weight [K]``: the HITA weight ``w_l`` of each key;
+        - ``image_slots [K_img, n_0]``: per key scored on the images themselves (the leaves;
+          every level for ``superclass_images="image"``), the slot of each leaf label.
+        """
+        layout, settings = self.layout, self.settings
+        self.keys = tuple(
+            (tree, level)
+            for tree, depth in zip(self.trees, self.depths, strict=True)
+            for level in range(depth + 1)
+        )
+        slot_start, total = [], 0
+        for tree, level in self.keys:
+            slot_start.append(total)
+            total += self._size(tree, level)
+        self._slot_start = tuple(slot_start)
+        blocked = torch.ones(total, layout.num_nodes, dtype=torch.bool)
+        column = torch.empty(total, dtype=torch.long)
+        slot_key = torch.empty(total, dtype=torch.long)
+        level_mean = torch.zeros(len(self.keys), layout.num_nodes)
+        weights = []
+        image_keys, image_slots = [], []
+        for key, (tree, level) in enumerate(self.keys):
+            index = self.trees.index(tree)
+            depth = self.depths[index]
+            own = layout.slice_of(tree, level)
+            rows = slice(slot_start[key], slot_start[key] + own.stop - own.start)
+            column[rows] = torch.arange(own.start, own.stop)
+            slot_key[rows] = key
+            blocked[rows, own] = False
+            # -inf logits outside: a masked node adds exp(-inf) = 0 and gets no gradient.
+            if settings.negatives_up and level < depth:
+                allowed = self._buffer("up", index, level)
+                blocked[rows, layout.slice_of(tree, level + 1)] = ~allowed
+            if settings.negatives_down and level > 0:
+                allowed = self._buffer("down", index, level)
+                blocked[rows, layout.slice_of(tree, level - 1)] = ~allowed
+            level_mean[key, own] = 1 / (own.stop - own.start)
+            weights.append(level_weights(settings.level_weights, depth)[level])
+            if level == 0 or settings.superclass_images == "image":
+                image_keys.append(key)
+                image_slots.append(slot_start[key] + self._buffer("target", index, level))
+        self._image_keys = tuple(image_keys)
+        self._table("slot_column", column)
+        self._table("slot_key", slot_key)
+        self._table("slot_blocked", blocked)
+        self._table("level_mean", level_mean)
+        self._table("level_weight", torch.stack(weights))
+        self._table("image_slots", torch.stack(image_slots))
+
+    def _build_hypavg_tables(self) -> None:
+        """The batched HypAvg pyramid of every tree (``superclass_images="hypavg"``).
+
+        Level 0 (the leaf midpoints) is shared by every tree. Level ``l >= 1`` is one block
+        ``M_l``: the level-``l`` nodes of every tree of depth ``>= l``, in tree order. Step
+        ``l`` builds ``M_l`` from ``M_{l-1}`` in one :func:`geometry.einstein_midpoint` call
+        (``step_rows_l``: the rows of ``M_{l-1}`` taken, ``step_groups_l``: their parent in
+        ``M_l``, ``step_weights_l``: their position in the pyramid for the presence weight).
+        The pyramid is ``[level 0, M_1, ..., M_L]``; ``ancestry [n_0, P]`` marks the nodes above
+        each leaf, and the HypAvg rows (``M_1..M_L``) have slots ``hypavg_slots``.
+        """
+        self._hypavg_steps: tuple[tuple[int, bool], ...] = ()
+        self._hypavg_keys: tuple[int, ...] = ()
+        if self.settings.superclass_images != "hypavg" or max(self.depths) == 0:
+            return
+        leaves = self._size(self.trees[0], 0)
+        key_of = {key: k for k, key in enumerate(self.keys)}
+        # offsets[l][index]: where tree ``index``'s level-l nodes start in M_l (0 for level 0).
+        offsets: list[dict[int, int]] = [dict.fromkeys(range(len(self.trees)), 0)]
+        block_start = [0]  # where M_l starts in the pyramid
+        block_size = [leaves]
+        steps, hypavg_slots, hypavg_keys, above = [], [], [], []
+        for level in range(1, max(self.depths) + 1):
+            members = [i for i, depth in enumerate(self.depths) if depth >= level]
+            offset, rows, groups, positions, size = {}, [], [], [], 0
+            for index in members:
+                tree = self.trees[index]
+                offset[index] = size
+                size += self._size(tree, level)
+                below = torch.arange(self._size(tree, level - 1)) + offsets[-1][index]
+                rows.append(below)
+                groups.append(self._buffer("parent", index, level - 1) + offset[index])
+                positions.append(below + block_start[-1])
+                key = key_of[(tree, level)]
+                nodes = self._size(tree, level)
+                hypavg_slots.append(torch.arange(nodes) + self._slot_start[key])
+                hypavg_keys.extend([key] * nodes)
+                above.append((level, index, self._buffer("target", index, level)))
+            rows = torch.cat(rows)
+            identity = len(rows) == block_size[-1] and bool((rows == torch.arange(len(rows))).all())
+            step = len(steps)
+            self._table(f"step_rows_{step}", rows)
+            self._table(f"step_groups_{step}", torch.cat(groups))
+            self._table(f"step_weights_{step}", torch.cat(positions))
+            steps.append((size, identity))
+            offsets.append(offset)
+            block_start.append(block_start[-1] + block_size[-1])
+            block_size.append(size)
+        ancestry = torch.zeros(leaves, block_start[-1] + block_size[-1], dtype=torch.bool)
+        ancestry[:, :leaves] = torch.eye(leaves, dtype=torch.bool)
+        for level, index, targets in above:
+            start = block_start[level] + offsets[level][index]
+            ancestry[torch.arange(leaves), start + targets] = True
+        self._hypavg_steps = tuple(steps)
+        self._hypavg_keys = tuple(hypavg_keys)
+        self._table("ancestry", ancestry)
+        self._table("hypavg_slots", torch.cat(hypavg_slots))
+
+    def _build_gap_tables(self) -> None:
+        """Every (lower, upper) pair of the gap terms, grouped: tree ``t``'s label pairs in group
+        ``t``, its intra pairs (where ``intra`` holds) in group ``T + t``."""
+        lower, upper, group = [], [], []
+        count = torch.zeros(2 * len(self.trees))
+        for index, (tree, depth) in enumerate(zip(self.trees, self.depths, strict=True)):
+            children = self._buffer("label_child", index, None)
+            lower.append(children)
+            upper.append(self._buffer("label_parent", index, None))
+            group.append(torch.full_like(children, index))
+            count[index] = len(children)
+            for level in range(depth):
+                pairs = self._buffer("intra", index, level).nonzero()
+                lower.append(pairs[:, 0] + self.layout.slice_of(tree, level).start)
+                upper.append(pairs[:, 1] + self.layout.slice_of(tree, level + 1).start)
+                group.append(torch.full_like(pairs[:, 0], len(self.trees) + index))
+                count[len(self.trees) + index] += len(pairs)
+        self._table("gap_lower", torch.cat(lower))
+        self._table("gap_upper", torch.cat(upper))
+        self._table("gap_group", torch.cat(group))
+        # Floor the count: a group without pairs sums to 0, and so is its gap.
+        self._table("gap_count", count.clamp_min(1))
+
     # -- HITA --------------------------------------------------------------------------------
 
-    def _margins(self, output: HeadOutput, index: int, epoch: float) -> torch.Tensor | None:
+    def _key_norms(self, text: torch.Tensor) -> torch.Tensor:
+        """``[K]`` mean text-embedding norm of every key's level (detached)."""
+        norms = torch.linalg.vector_norm(text.detach().float(), dim=-1)
+        return (self._table("level_mean") * norms).sum(dim=-1)
+
+    def _margins(
+        self, output: HeadOutput, epoch: float, key_norms: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """``[K]`` margin of every key (detached), or None when margins are off."""
         schedule = self.settings.margins
         if not schedule.enabled:
             schedule.warmup(epoch)  # still reject a bad epoch
             return None
-        tree, depth = self.trees[index], self.depths[index]
-        norms = None
-        if schedule.shape == "theorem":
-            norms = self._level_norms(output.text.detach(), tree, depth)
+        device = output.text.device
+        if schedule.shape != "theorem":
+            margins = [level_margins(schedule, depth, epoch=epoch) for depth in self.depths]
+            return torch.cat(margins).to(device)
+        if key_norms is None:
+            key_norms = self._key_norms(output.text)
+        # The theorem margin of a level depends on its mean norm only, so one call covers all.
         margins = level_margins(
-            schedule, depth, epoch=epoch, level_norms=norms, curvature=output.curvature
+            schedule,
+            len(self.keys) - 1,
+            epoch=epoch,
+            level_norms=key_norms,
+            curvature=output.curvature,
         )
-        return margins.to(output.text.device)
+        return margins.to(device)
 
-    def _level_norms(self, text: torch.Tensor, tree: str, depth: int) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(text.float(), dim=-1)
-        return torch.stack(
-            [norms[self.layout.slice_of(tree, level)].mean() for level in range(depth + 1)]
-        )
+    def _hypavg(self, image: torch.Tensor, labels: torch.Tensor, r) -> tuple:
+        """HypAvg embeddings ``[H, D]`` of every superclass row and their presence ``[H]``."""
+        leaves = self._size(self.trees[0], 0)
+        weights = self._table("ancestry")[labels].any(dim=0).float()  # [P]: any image below
+        level = geometry.einstein_midpoint(image, labels, leaves, r)
+        blocks = []
+        for step, (size, identity) in enumerate(self._hypavg_steps):
+            rows = level if identity else level[self._table(f"step_rows_{step}")]
+            level = geometry.einstein_midpoint(
+                rows,
+                self._table(f"step_groups_{step}"),
+                size,
+                r,
+                weights=weights[self._table(f"step_weights_{step}")],
+            )
+            blocks.append(level)
+        return torch.cat(blocks), weights[leaves:]
 
-    def _negatives(self, index: int, level: int, targets, scores) -> list:
-        """HNSA blocks ``(logits of the adjacent level, allowed)`` for target nodes."""
-        negatives = []
-        if self.settings.negatives_up and level < self.depths[index]:
-            negatives.append((scores(level + 1), self._buffer("up", index, level)[targets]))
-        if self.settings.negatives_down and level > 0:
-            negatives.append((scores(level - 1), self._buffer("down", index, level)[targets]))
-        return negatives
-
-    def _level_ce(
+    def _source_cross_entropies(
         self,
         source: HeadOutput,
         labels: torch.Tensor,
-        index: int,
-        level: int,
-        margin: torch.Tensor | float,
-        pyramids: dict,
+        margins: torch.Tensor | None,
+        subset: set[int] | None = None,
     ) -> torch.Tensor:
-        tree = self.trees[index]
+        """``[K]`` cross-entropy of every key scored on ``source`` (only ``subset``'s keys when
+        given; the others are 0)."""
         tau = source.temperature
-        if level == 0 or self.settings.superclass_images == "image":
-            targets = self._buffer("target", index, level)[labels]
+        logits, slots, weights = [], [], []
+        image_slots = self._table("image_slots")
+        if subset is not None:
+            kept = [i for i, key in enumerate(self._image_keys) if key in subset]
+            image_slots = image_slots[torch.tensor(kept, dtype=torch.long, device=labels.device)]
+        if len(image_slots):
+            logits.append(source.logits.repeat(len(image_slots), 1))
+            slots.append(image_slots[:, labels].reshape(-1))
+            weights.append(torch.ones(slots[-1].shape, device=labels.device))
+        hypavg_rows = None
+        if subset is not None:
+            kept = [i for i, key in enumerate(self._hypavg_keys) if key in subset]
+            if len(kept) < len(self._hypavg_keys):
+                hypavg_rows = torch.tensor(kept, dtype=torch.long, device=labels.device)
+        if self._hypavg_keys and (hypavg_rows is None or len(hypavg_rows)):
+            queries, present = self._hypavg(source.image, labels, source.curvature)
+            hypavg_slots = self._table("hypavg_slots")
+            if hypavg_rows is not None:
+                queries, present = queries[hypavg_rows], present[hypavg_rows]
+                hypavg_slots = hypavg_slots[hypavg_rows]
+            distances = geometry.pairwise_distance(queries, source.text, source.curvature)
+            logits.append(-distances / tau)
+            slots.append(hypavg_slots)
+            weights.append(present)
+        logits, slots = torch.cat(logits), torch.cat(slots)
+        columns = self._table("slot_column")[slots]
+        keys = self._table("slot_key")[slots]
+        if margins is not None:
+            # Lower each row's target logit by m / tau (apply_margin).
+            shift = (margins[keys] / tau).to(logits.dtype)
+            logits = logits.scatter_add(1, columns[:, None], -shift[:, None])
+        masked = logits.masked_fill(self._table("slot_blocked")[slots], float("-inf"))
+        ce = F.cross_entropy(masked, columns, reduction="none")
+        weights = torch.cat(weights).to(ce.dtype)
+        # Leaf rows average over the batch; HypAvg rows over the superclasses present in it.
+        total = ce.new_zeros(len(self.keys)).index_add(0, keys, ce * weights)
+        count = ce.new_zeros(len(self.keys)).index_add(0, keys, weights)
+        return total / count.clamp_min(1)
 
-            def scores(at: int) -> torch.Tensor:
-                return source.logits[:, self.layout.slice_of(tree, at)]
+    def _check_inputs(self, output: HeadOutput, by_level) -> None:
+        _check_hyperbolic(output)
+        self._follow(output)
+        if by_level is not None:
+            missing = [key for key in self.keys if key not in by_level]
+            if missing:
+                raise must("by_level", "a head output for every (tree, level)", missing[0])
+            for source in by_level.values():
+                _check_hyperbolic(source)
 
-            weights = None
-        else:
-            key = (id(source), index)
-            if key not in pyramids:
-                depth = self.depths[index]
-                parents = [self._buffer("parent", index, at) for at in range(depth)]
-                sizes = [self._size(tree, at) for at in range(depth + 1)]
-                pyramids[key] = hypavg_pyramid(
-                    source.image, labels, parents, sizes, source.curvature
-                )
-            queries, present = pyramids[key][level]
-            targets = torch.arange(len(queries), device=queries.device)
-
-            def scores(at: int) -> torch.Tensor:
-                text = source.text[self.layout.slice_of(tree, at)]
-                return -geometry.pairwise_distance(queries, text, source.curvature) / tau
-
-            weights = present.to(queries.dtype)
-        logits = apply_margin(scores(level), targets, margin, tau)
-        ce = hnsa_cross_entropy(logits, targets, self._negatives(index, level, targets, scores))
-        if weights is None:
-            return ce.mean()
-        # Average over the superclasses present in the batch (absent ones have weight 0).
-        return (ce * weights).sum() / weights.sum().clamp_min(1)
+    def _cross_entropies(
+        self,
+        output: HeadOutput,
+        labels: torch.Tensor,
+        epoch: float,
+        by_level: Mapping[tuple[str, int], HeadOutput] | None,
+        key_norms: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``([K] cross-entropies in key order, [K] margins or None)``."""
+        margins = self._margins(output, epoch, key_norms)
+        if by_level is None:
+            return self._source_cross_entropies(output, labels, margins), margins
+        # One pass per distinct head output, over the keys it scores.
+        sources: dict[int, tuple[HeadOutput, set[int]]] = {}
+        for key, name in enumerate(self.keys):
+            source = by_level[name]
+            sources.setdefault(id(source), (source, set()))[1].add(key)
+        total = None
+        for source, subset in sources.values():
+            subset = None if len(subset) == len(self.keys) else subset
+            part = self._source_cross_entropies(source, labels, margins, subset)
+            total = part if total is None else total + part
+        return total, margins
 
     def level_cross_entropies(
         self,
@@ -477,30 +689,9 @@ class HierarchicalLoss(nn.Module):
         Returns:
             ``{(tree, level): 0-dim tensor}`` for every selected tree and level ``0..L``.
         """
-        _check_hyperbolic(output)
-        self._follow(output)
-        if by_level is not None:
-            missing = [
-                (tree, level)
-                for tree, depth in zip(self.trees, self.depths, strict=True)
-                for level in range(depth + 1)
-                if (tree, level) not in by_level
-            ]
-            if missing:
-                raise must("by_level", "a head output for every (tree, level)", missing[0])
-            for source in by_level.values():
-                _check_hyperbolic(source)
-        pyramids: dict = {}
-        result = {}
-        for index, tree in enumerate(self.trees):
-            margins = self._margins(output, index, epoch)
-            for level in range(self.depths[index] + 1):
-                source = output if by_level is None else by_level[(tree, level)]
-                margin = 0.0 if margins is None else margins[level]
-                result[(tree, level)] = self._level_ce(
-                    source, labels, index, level, margin, pyramids
-                )
-        return result
+        self._check_inputs(output, by_level)
+        ces, _ = self._cross_entropies(output, labels, epoch, by_level)
+        return dict(zip(self.keys, ces.unbind(), strict=True))
 
     def _reduce_trees(self, per_tree: Sequence[torch.Tensor]) -> torch.Tensor:
         total = torch.stack(list(per_tree)).sum()
@@ -516,6 +707,13 @@ class HierarchicalLoss(nn.Module):
             per_tree.append(sum(w * cross_entropies[(tree, lv)] for lv, w in enumerate(weights)))
         return self._reduce_trees(per_tree)
 
+    def _weighted(self, ces: torch.Tensor) -> torch.Tensor:
+        """:meth:`weighted_hita` of the ``[K]`` cross-entropies in key order."""
+        total = (ces * self._table("level_weight")).sum()
+        if self.settings.forest_reduction == "mean":
+            return total / len(self.trees)
+        return total
+
     def hita(
         self,
         output: HeadOutput,
@@ -525,8 +723,9 @@ class HierarchicalLoss(nn.Module):
         by_level: Mapping[tuple[str, int], HeadOutput] | None = None,
     ) -> torch.Tensor:
         """The HITA term alone: the weighted level cross-entropies, reduced over the trees."""
-        ces = self.level_cross_entropies(output, labels, epoch=epoch, by_level=by_level)
-        return self.weighted_hita(ces)
+        self._check_inputs(output, by_level)
+        ces, _ = self._cross_entropies(output, labels, epoch, by_level)
+        return self._weighted(ces)
 
     def hita_objective(self, *, epoch: float = 0.0) -> Objective:
         """``objective(output, labels) -> scalar``: the HITA term, for an attack to maximise.
@@ -560,50 +759,41 @@ class HierarchicalLoss(nn.Module):
             by_level: optional head output per ``(tree, level)`` (per-level perturbations).
         """
         settings = self.settings
-        ces = self.level_cross_entropies(adversarial, labels, epoch=epoch, by_level=by_level)
+        self._check_inputs(adversarial, by_level)
         r = adversarial.curvature
         text = adversarial.text
+        norms = torch.linalg.vector_norm(text.float(), dim=-1)
+        key_norms = (self._table("level_mean") * norms.detach()).sum(dim=-1)
+        ces, margins = self._cross_entropies(adversarial, labels, epoch, by_level, key_norms)
         leaf_text = text[self.leaf_slice][labels]
         leaf_distance = geometry.distance(adversarial.image, leaf_text, r)
         vic = F.relu(leaf_distance - settings.vic_radius).mean()
 
-        norms = torch.linalg.vector_norm(text.float(), dim=-1)
-        label_gaps, intra_gaps = [], []
-        for index, (tree, depth) in enumerate(zip(self.trees, self.depths, strict=True)):
-            label_gaps.append(
-                label_gap(
-                    norms,
-                    self._buffer("label_child", index, None),
-                    self._buffer("label_parent", index, None),
-                    settings.gap_margin,
-                )
-            )
-            level_norms = [norms[self.layout.slice_of(tree, lv)] for lv in range(depth + 1)]
-            intra_gaps.append(
-                intra_gap(
-                    level_norms[:-1],
-                    level_norms[1:],
-                    [self._buffer("intra", index, lv) for lv in range(depth)],
-                    settings.gap_margin,
-                )
-            )
-        label_total = self._reduce_trees(label_gaps)
-        intra_total = self._reduce_trees(intra_gaps)
+        # label_gap and intra_gap of every tree: per group, the mean over its pairs.
+        gaps = F.relu(
+            norms[self._table("gap_upper")] - norms[self._table("gap_lower")] + settings.gap_margin
+        )
+        per_group = norms.new_zeros(2 * len(self.trees)).index_add(
+            0, self._table("gap_group"), gaps
+        )
+        label_total, intra_total = (per_group / self._table("gap_count")).view(2, -1).sum(dim=1)
+        if settings.forest_reduction == "mean":
+            label_total, intra_total = label_total / len(self.trees), intra_total / len(self.trees)
 
         terms: dict[str, torch.Tensor] = {
-            "hita_loss": self.weighted_hita(ces),
+            "hita_loss": self._weighted(ces),
             "vic_loss": settings.vic_weight * vic,
             "gap_loss": settings.gap_weight * (label_total + intra_total),
         }
-        for (tree, level), ce in ces.items():
-            terms[f"hita/{tree}/{level}"] = ce.detach()
-        for index, (tree, depth) in enumerate(zip(self.trees, self.depths, strict=True)):
-            mean_norms = self._level_norms(text.detach(), tree, depth)
-            margins = self._margins(adversarial, index, epoch)
-            for level in range(depth + 1):
-                terms[f"text_norm/{tree}/{level}"] = mean_norms[level]
-                if margins is not None:
-                    terms[f"margin/{tree}/{level}"] = margins[level].detach()
+        for (tree, level), ce in zip(self.keys, ces.detach().unbind(), strict=True):
+            terms[f"hita/{tree}/{level}"] = ce
+        margin_values = [None] * len(self.keys) if margins is None else margins.detach().unbind()
+        for (tree, level), norm, margin in zip(
+            self.keys, key_norms.unbind(), margin_values, strict=True
+        ):
+            terms[f"text_norm/{tree}/{level}"] = norm
+            if margin is not None:
+                terms[f"margin/{tree}/{level}"] = margin
         terms["leaf_distance"] = leaf_distance.detach().mean()
         terms["image_norm"] = torch.linalg.vector_norm(adversarial.image.detach(), dim=-1).mean()
         terms["label_gap"] = label_total.detach()

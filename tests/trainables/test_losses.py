@@ -22,16 +22,16 @@ from trainables.losses import (
     TeCoALoss,
     hnsa_cross_entropy,
     hypavg_pyramid,
+    intra_gap,
+    label_gap,
     level_weights,
 )
-from trainables.margins import MarginSchedule
+from trainables.margins import MarginSchedule, apply_margin, level_margins
 from trainables.model import HeadLayout, HeadOutput
 
 R = 1.0
 TAU = 0.5
-PLAIN = HierarchicalSettings(
-    superclass_images="image", negatives="none", margins=MarginSchedule()
-)
+PLAIN = HierarchicalSettings(superclass_images="image", negatives="none", margins=MarginSchedule())
 
 # The hand tree "first":  a, b -> P;  c -> Q;  d -> R;  P, Q -> X;  R -> Y.
 # Layout slots: leaves a b c d = 0..3; first/1: P Q R = 4..6; first/2: X Y = 7..8;
@@ -464,6 +464,179 @@ def test_every_term_has_finite_gradients(forest):
         assert all(grad is None or torch.isfinite(grad).all() for grad in grads), key
         assert grads[1].abs().sum() > 0, key
     assert len([key for key in terms if key.startswith("hita/")]) == 4 + 3 + 3
+
+
+# -- parity with a per-level computation ----------------------------------------------------
+
+
+def per_level_terms(loss, output, labels, *, epoch, by_level=None):
+    """The loss computed one (tree, level) at a time from the public helpers."""
+    layout, settings = loss.layout, loss.settings
+    text, r, tau = output.text, output.curvature, output.temperature
+    norms = torch.linalg.vector_norm(text, dim=-1)
+    terms, per_tree, label_gaps, intra_gaps = {}, [], [], []
+    for tree in loss.trees:
+        depth = layout.depth(tree)
+        slices = [layout.slice_of(tree, level) for level in range(depth + 1)]
+        sizes = [s.stop - s.start for s in slices]
+        targets = [layout.targets[(tree, level)] for level in range(depth + 1)]
+        parents = []
+        for level in range(depth):
+            parent = torch.empty(sizes[level], dtype=torch.long)
+            parent[targets[level]] = targets[level + 1]
+            parents.append(parent)
+        level_norms = torch.stack([norms.detach()[s].mean() for s in slices])
+        margins = level_margins(
+            settings.margins, depth, epoch=epoch, level_norms=level_norms, curvature=r
+        )
+        ces = []
+        for level in range(depth + 1):
+            source = output if by_level is None else by_level[(tree, level)]
+            if level == 0 or settings.superclass_images == "image":
+                queries, weights = None, None
+                level_targets = targets[level][labels]
+            else:
+                pyramid = hypavg_pyramid(source.image, labels, parents, sizes, source.curvature)
+                queries, present = pyramid[level]
+                weights = present.float()
+                level_targets = torch.arange(sizes[level])
+
+            def scores(at, source=source, queries=queries, slices=slices):
+                if queries is None:
+                    return source.logits[:, slices[at]]
+                distances = geometry.pairwise_distance(queries, source.text[slices[at]], r)
+                return -distances / tau
+
+            negatives = []
+            if settings.negatives_up and level < depth:
+                edge = F.one_hot(parents[level], sizes[level + 1]).bool()
+                negatives.append((scores(level + 1), ~edge[level_targets]))
+            if settings.negatives_down and level > 0:
+                edge = F.one_hot(parents[level - 1], sizes[level]).bool().T
+                negatives.append((scores(level - 1), ~edge[level_targets]))
+            logits = apply_margin(scores(level), level_targets, margins[level], tau)
+            ce = hnsa_cross_entropy(logits, level_targets, negatives)
+            ce = ce.mean() if weights is None else (ce * weights).sum() / weights.sum()
+            ces.append(ce)
+            terms[f"hita/{tree}/{level}"] = ce
+            terms[f"text_norm/{tree}/{level}"] = level_norms[level]
+            if settings.margins.enabled:
+                terms[f"margin/{tree}/{level}"] = margins[level]
+        weights = level_weights(settings.level_weights, depth)
+        per_tree.append(sum(w * ce for w, ce in zip(weights, ces, strict=True)))
+        names = layout.names
+        children = torch.cat([targets[lv] + slices[lv].start for lv in range(depth)])
+        above = torch.cat([targets[lv + 1] + slices[lv + 1].start for lv in range(depth)])
+        distinct = torch.tensor(
+            [names[c] != names[p] for c, p in zip(children, above, strict=True)]
+        )
+        label_gaps.append(
+            label_gap(norms, children[distinct], above[distinct], settings.gap_margin)
+        )
+        masks = [
+            torch.tensor(
+                [
+                    [names[i] != names[j] for j in range(s1.start, s1.stop)]
+                    for i in range(s0.start, s0.stop)
+                ]
+            )
+            for s0, s1 in zip(slices[:-1], slices[1:], strict=True)
+        ]
+        intra_gaps.append(
+            intra_gap(
+                [norms[s] for s in slices[:-1]],
+                [norms[s] for s in slices[1:]],
+                masks,
+                settings.gap_margin,
+            )
+        )
+    scale = 1 / len(loss.trees) if settings.forest_reduction == "mean" else 1
+    terms["hita_loss"] = scale * sum(per_tree)
+    terms["label_gap"] = scale * sum(label_gaps)
+    terms["intra_gap"] = scale * sum(intra_gaps)
+    terms["gap_loss"] = settings.gap_weight * (terms["label_gap"] + terms["intra_gap"])
+    leaf_text = text[layout.slice_of(loss.trees[0], 0)][labels]
+    distances = geometry.distance(output.image, leaf_text, r)
+    terms["vic_loss"] = settings.vic_weight * F.relu(distances - settings.vic_radius).mean()
+    return terms
+
+
+def assert_close_in_norm(got: torch.Tensor, want: torch.Tensor, name: str) -> None:
+    # Float32 sums in another order: compare the whole gradient, not each (tiny) entry.
+    assert torch.isfinite(got).all(), name
+    assert (got - want).norm() <= 1e-5 * want.norm() + 1e-7, name
+
+
+PARITY_SETTINGS = [
+    HierarchicalSettings(),
+    HierarchicalSettings(forest_reduction="mean", level_weights="uniform"),
+    HierarchicalSettings(superclass_images="image", negatives="up"),
+    HierarchicalSettings(negatives="down", margins=MarginSchedule(shape="linear", base=0.2)),
+    HierarchicalSettings(negatives="none", margins=MarginSchedule(), forest_reduction="mean"),
+    HierarchicalSettings(
+        superclass_images="image",
+        margins=MarginSchedule(shape="theorem", base=1.0, kappa=0.2, warmup_epochs=2.0),
+    ),
+]
+
+
+def random_head(layout, seed: int, *, batch: int = 24, text=None, curvature=None):
+    generator = torch.Generator().manual_seed(seed)
+    image_tangent = (torch.randn(batch, 8, generator=generator) * 1.5).requires_grad_(True)
+    text_tangent = torch.randn(layout.num_nodes, 8, generator=generator).requires_grad_(True)
+    curvature = torch.tensor(1.3, requires_grad=True) if curvature is None else curvature
+    image = geometry.project(geometry.exp0(image_tangent, curvature), curvature)
+    if text is None:
+        text = geometry.project(geometry.exp0(text_tangent, curvature), curvature)
+    return head(image, text, r=curvature, tau=0.2), [image_tangent, text_tangent, curvature]
+
+
+@pytest.mark.parametrize("settings", PARITY_SETTINGS)
+def test_loss_matches_a_per_level_computation(forest, settings):
+    layout = HeadLayout.from_forest(forest)
+    loss = HierarchicalLoss(layout, settings)
+    output, leaves = random_head(layout, 0)
+    # 24 images over 20 leaves: some leaves (and possibly superclasses) are absent.
+    labels = torch.randint(0, len(forest.leaves), (24,), generator=torch.Generator().manual_seed(1))
+    got = loss(output, labels, epoch=0.5)
+    expected = per_level_terms(loss, output, labels, epoch=0.5)
+    assert set(expected) <= set(got)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value.detach() if "/" in key else value, msg=key)
+    objective = loss.hita_objective(epoch=0.5)(output, labels)
+    torch.testing.assert_close(objective, expected["hita_loss"])
+    for key in ("hita_loss", "vic_loss", "gap_loss"):
+        grads = torch.autograd.grad(got[key], leaves, retain_graph=True, allow_unused=True)
+        wanted = torch.autograd.grad(expected[key], leaves, retain_graph=True, allow_unused=True)
+        for grad, want in zip(grads, wanted, strict=True):
+            if want is None:
+                assert grad is None or grad.abs().max() == 0, key
+            else:
+                assert_close_in_norm(grad, want, key)
+
+
+def test_per_level_outputs_match_a_per_level_computation(forest):
+    layout = HeadLayout.from_forest(forest)
+    loss = HierarchicalLoss(layout)
+    output, leaves = random_head(layout, 2)
+    labels = torch.randint(0, len(forest.leaves), (24,), generator=torch.Generator().manual_seed(3))
+    by_level = {}
+    for seed, key in enumerate(loss.keys):
+        # The leaf level shares one output; every superclass level gets its own images.
+        if key[1] == 0:
+            by_level[key] = output
+        else:
+            by_level[key] = random_head(layout, 10 + seed, text=output.text)[0]
+    got = loss(output, labels, epoch=1.0, by_level=by_level)
+    expected = per_level_terms(loss, output, labels, epoch=1.0, by_level=by_level)
+    for key in [k for k in expected if k.startswith("hita")]:
+        torch.testing.assert_close(
+            got[key], expected[key].detach() if "/" in key else expected[key]
+        )
+    grads = torch.autograd.grad(got["hita_loss"], leaves[:2])
+    wanted = torch.autograd.grad(expected["hita_loss"], leaves[:2])
+    for grad, want in zip(grads, wanted, strict=True):
+        assert_close_in_norm(grad, want, "hita_loss")
 
 
 # -- baselines ------------------------------------------------------------------------------

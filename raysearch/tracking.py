@@ -1,0 +1,73 @@
+"""MLflow naming and bookkeeping of training jobs (the thin logging layer over computed results).
+
+One MLflow run per job, found again by the job's tag ``raysearch.job`` so that a retried or
+resumed job continues its run instead of creating another. The driver creates (or reopens) the
+run and logs params and artifacts; rank 0 of the workers logs per-epoch metrics into it
+(:class:`trainables.loop.EpochLog`). Runs end FINISHED, or FAILED with the reason in the tag
+``raysearch.error``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+JOB_TAG = "raysearch.job"
+ERROR_TAG = "raysearch.error"
+KIND_TAG = "raysearch.kind"
+ARTIFACT_FOLDER = "mlartifacts"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    """Get or create the experiment; artifacts of a local store go next to the database."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    uri = mlflow_client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        location = (database.parent / ARTIFACT_FOLDER).as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def find_job_run(mlflow_client, experiment: str, job: str):
+    """The run of ``job`` in ``experiment`` (None when there is none)."""
+    runs = mlflow_client.search_runs(
+        [experiment], filter_string=f"tags.`{JOB_TAG}` = '{job}'", max_results=2
+    )
+    return runs[0] if runs else None
+
+
+def get_or_create_job_run(mlflow_client, experiment: str, job: str, *, tags: dict | None = None):
+    """The job's run, reopened (status RUNNING) when it exists; created otherwise."""
+    run = find_job_run(mlflow_client, experiment, job)
+    if run is not None:
+        mlflow_client.update_run(run.info.run_id, status="RUNNING")
+        return run, False
+    run = mlflow_client.create_run(
+        experiment, run_name=job, tags={JOB_TAG: job, KIND_TAG: "train", **(tags or {})}
+    )
+    return run, True
+
+
+def log_params(mlflow_client, run_id: str, params: dict) -> None:
+    """Log flattened params (MLflow caps values at 6000 characters)."""
+    from mlflow.entities import Param
+
+    entries = [Param(key, str(value)[:6000]) for key, value in params.items()]
+    for start in range(0, len(entries), 100):  # log_batch takes at most 100 params
+        mlflow_client.log_batch(run_id, params=entries[start : start + 100])
+
+
+def end_run(mlflow_client, run_id: str, *, error: str | None = None) -> None:
+    if error is None:
+        mlflow_client.set_terminated(run_id, status="FINISHED")
+        return
+    mlflow_client.set_tag(run_id, ERROR_TAG, error[:5000])
+    mlflow_client.set_terminated(run_id, status="FAILED")

@@ -1,0 +1,190 @@
+"""One fine-tuning job on Ray Train, tracked in one MLflow run.
+
+:func:`run_job` takes a validated :class:`~raysearch.config.ExperimentConfig`, opens (or reopens)
+the job's MLflow run, launches a ``TorchTrainer`` over :func:`trainables.loop.train_loop_per_worker`
+and closes the run FINISHED with the final evaluation and checkpoint as artifacts, or FAILED with
+the reason. Jobs are named deterministically (:func:`raysearch.config.job_name`), so re-running
+with ``resume=True`` finds both the Ray Train checkpoints and the MLflow run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysearch import tracking
+from raysearch.config import ExperimentConfig, config_to_dict, flatten, job_name
+from trainables.errors import UserInputError, must
+from trainables.loop import PROFILE_FILE, JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(RuntimeError):
+    """The job failed after it started; the message is the reason (its MLflow run is FAILED)."""
+
+
+@dataclass
+class JobResult:
+    job: str
+    run_id: str
+    tracking_uri: str
+    storage_path: str
+    checkpoint: str | None
+    metrics: dict = field(default_factory=dict)
+    profile: dict | None = None
+
+
+def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_id: str | None):
+    """The worker-side settings of ``config`` (plain trainables dataclasses, the forest itself:
+    tree files need not exist on the workers)."""
+    return JobSpec(
+        method=config.method,
+        optim=config.optim,
+        evaluation=config.evaluation,
+        eval_samples=config.data.eval_samples,
+        dataset=config.data.dataset,
+        data_root=config.data.root,
+        train_size=config.data.train_size,
+        forest=forest,
+        model_name=config.model.name,
+        pretrained=config.model.pretrained,
+        seed=config.seed,
+        mlflow_tracking_uri=tracking_uri,
+        mlflow_run_id=run_id,
+    )
+
+
+def _ensure_ray(address: str | None, needed_cpus: float) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+        return
+    available = os.cpu_count() or 1
+    if needed_cpus > available:
+        raise must(
+            "scaling.workers",
+            f"small enough for this machine's {available} CPUs (workers x cpus_per_worker)",
+            needed_cpus,
+        )
+    # The dashboard stays on (bound to 127.0.0.1): Train's placement-group clean-up needs it.
+    ray.init(num_cpus=available, dashboard_host="127.0.0.1")
+
+
+def _log_inputs(mlflow_client, run_id: str, config: ExperimentConfig, forest) -> None:
+    from trainables.hierarchy.tables import forest_to_dict
+
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        Path(folder, "trees.json").write_text(json.dumps(forest_to_dict(forest), indent=2))
+        mlflow_client.log_artifacts(run_id, folder, "inputs")
+
+
+def _log_outputs(mlflow_client, run_id: str, checkpoint_dir: str | None) -> dict | None:
+    if checkpoint_dir is None:
+        return None
+    profile = None
+    profile_path = Path(checkpoint_dir, PROFILE_FILE)
+    if profile_path.is_file():
+        profile = json.loads(profile_path.read_text())
+        mlflow_client.log_artifact(run_id, str(profile_path), "evaluation")
+    mlflow_client.log_artifacts(run_id, checkpoint_dir, "checkpoint")
+    return profile
+
+
+def run_job(
+    config: ExperimentConfig,
+    forest,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+) -> JobResult:
+    """Run (or resume) the job of ``config`` to the end; see the module docstring."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from trainables.loop import train_loop_per_worker
+
+    job = job_name(config)
+    storage = Path(config.checkpoint.resolved_storage_path())
+    job_dir = storage / job
+    if job_dir.exists() and not resume:
+        raise must(
+            "--resume",
+            f"given to continue job {job} (its checkpoints are in {job_dir}); or set name=",
+            "not given",
+        )
+    if resume and not job_dir.exists():
+        raise must("--resume", f"used for a job that has started (none in {storage})", job)
+
+    uri = config.mlflow.resolved_tracking_uri()
+    mlflow_client = tracking.client(uri)
+    experiment = tracking.experiment_id(mlflow_client, config.mlflow.experiment)
+    run, created = tracking.get_or_create_job_run(mlflow_client, experiment, job)
+    run_id = run.info.run_id
+    if created:
+        tracking.log_params(mlflow_client, run_id, flatten(config))
+        _log_inputs(mlflow_client, run_id, config, forest)
+
+    scaling = config.scaling
+    try:
+        _ensure_ray(address, scaling.workers * scaling.cpus_per_worker)
+        resources = {"CPU": scaling.cpus_per_worker}
+        if scaling.gpus_per_worker:
+            resources["GPU"] = scaling.gpus_per_worker
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"spec": job_spec(config, forest, tracking_uri=uri, run_id=run_id)},
+            scaling_config=ScalingConfig(
+                num_workers=scaling.workers,
+                use_gpu=bool(scaling.gpus_per_worker),
+                resources_per_worker=resources,
+            ),
+            run_config=RunConfig(
+                name=job,
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
+                logging_config=LoggingConfig(log_level="WARNING"),
+            ),
+        )
+        result = trainer.fit()
+    except UserInputError as error:
+        tracking.end_run(mlflow_client, run_id, error=str(error))
+        raise
+    except KeyboardInterrupt:
+        mlflow_client.set_tag(run_id, tracking.ERROR_TAG, "interrupted; continue with --resume")
+        mlflow_client.set_terminated(run_id, status="KILLED")
+        raise
+    except Exception as error:  # the job failed after it started: record why, then report
+        reason = _reason(error)
+        tracking.end_run(mlflow_client, run_id, error=reason)
+        raise TrainingFailed(reason) from error
+
+    checkpoint_dir = result.checkpoint.path if result.checkpoint is not None else None
+    profile = _log_outputs(mlflow_client, run_id, checkpoint_dir)
+    tracking.end_run(mlflow_client, run_id)
+    return JobResult(
+        job=job,
+        run_id=run_id,
+        tracking_uri=uri,
+        storage_path=str(job_dir),
+        checkpoint=checkpoint_dir,
+        metrics=dict(result.metrics or {}),
+        profile=profile,
+    )
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause, in one line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:2000]

@@ -1,0 +1,1 @@
+"""YAML experiment configs and search spaces shipped with raysearch."""
