@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from trainables.evaluate import (
@@ -78,19 +76,13 @@ class JobSpec:
 
 
 def _rng_state(generator: torch.Generator) -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "attack": generator.get_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
+    # Training draws only from torch's generators (shuffles are seeded per epoch).
+    return {"torch": torch.get_rng_state(), "attack": generator.get_state()}
 
 
 def _restore_rng(state: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["attack"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
 
 
 class EpochLog:
@@ -238,6 +230,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics.update(
             epoch=epoch,
             step=step,
+            start_epoch=start_epoch,  # > 0 when this worker group resumed from a checkpoint
             lr=scheduler.get_last_lr()[0],
             epoch_seconds=seconds,
             images_per_second=count * spec.optim.batch_size / max(seconds, 1e-9),

@@ -404,7 +404,8 @@ class HierarchicalLoss(nn.Module):
         - ``slot_key [S]``: its key;
         - ``slot_blocked [S, N]``: the columns outside its softmax (not its own level, nor an
           allowed HNSA negative);
-        - ``level_mean [K, N]``: ``1 / n_l`` on the nodes of each key (mean text norms);
+        - ``level_member [K, N]``: 1 on the nodes of each key's level, ``level_size [K]``
+          their number (mean text norms);
         - ``level_weight [K]``: the HITA weight ``w_l`` of each key;
         - ``image_slots [K_img, n_0]``: per key scored on the images themselves (the leaves;
           every level for ``superclass_images="image"``), the slot of each leaf label.
@@ -423,7 +424,7 @@ class HierarchicalLoss(nn.Module):
         blocked = torch.ones(total, layout.num_nodes, dtype=torch.bool)
         column = torch.empty(total, dtype=torch.long)
         slot_key = torch.empty(total, dtype=torch.long)
-        level_mean = torch.zeros(len(self.keys), layout.num_nodes)
+        level_member = torch.zeros(len(self.keys), layout.num_nodes)
         weights = []
         image_keys, image_slots = [], []
         for key, (tree, level) in enumerate(self.keys):
@@ -441,7 +442,7 @@ class HierarchicalLoss(nn.Module):
             if settings.negatives_down and level > 0:
                 allowed = self._buffer("down", index, level)
                 blocked[rows, layout.slice_of(tree, level - 1)] = ~allowed
-            level_mean[key, own] = 1 / (own.stop - own.start)
+            level_member[key, own] = 1.0
             weights.append(level_weights(settings.level_weights, depth)[level])
             if level == 0 or settings.superclass_images == "image":
                 image_keys.append(key)
@@ -450,7 +451,8 @@ class HierarchicalLoss(nn.Module):
         self._table("slot_column", column)
         self._table("slot_key", slot_key)
         self._table("slot_blocked", blocked)
-        self._table("level_mean", level_mean)
+        self._table("level_member", level_member)
+        self._table("level_size", level_member.sum(dim=-1))
         self._table("level_weight", torch.stack(weights))
         self._table("image_slots", torch.stack(image_slots))
 
@@ -540,7 +542,11 @@ class HierarchicalLoss(nn.Module):
     def _key_norms(self, text: torch.Tensor) -> torch.Tensor:
         """``[K]`` mean text-embedding norm of every key's level (detached)."""
         norms = torch.linalg.vector_norm(text.detach().float(), dim=-1)
-        return (self._table("level_mean") * norms).sum(dim=-1)
+        return self._level_means(norms)
+
+    def _level_means(self, norms: torch.Tensor) -> torch.Tensor:
+        """``[K]`` mean of ``norms [N]`` over the nodes of every key's level."""
+        return (self._table("level_member") * norms).sum(dim=-1) / self._table("level_size")
 
     def _margins(
         self, output: HeadOutput, epoch: float, key_norms: torch.Tensor | None = None
@@ -763,7 +769,7 @@ class HierarchicalLoss(nn.Module):
         r = adversarial.curvature
         text = adversarial.text
         norms = torch.linalg.vector_norm(text.float(), dim=-1)
-        key_norms = (self._table("level_mean") * norms.detach()).sum(dim=-1)
+        key_norms = self._level_means(norms.detach())
         ces, margins = self._cross_entropies(adversarial, labels, epoch, by_level, key_norms)
         leaf_text = text[self.leaf_slice][labels]
         leaf_distance = geometry.distance(adversarial.image, leaf_text, r)

@@ -33,7 +33,7 @@ def _split_config_argument(args: argparse.Namespace) -> tuple[Path | None, list[
     # `raysearch train optim.lr=1e-3` has no YAML: the first positional is then an override.
     overrides = list(args.overrides)
     config = args.config
-    if config is not None and "=" in str(config) and not config.suffix:
+    if config is not None and "=" in config.name and not config.is_file():
         overrides.insert(0, str(config))
         config = None
     return config, overrides

