@@ -14,6 +14,8 @@ def test_compare_prints_one_table_and_writes_json(tmp_path, capsys, base_model):
             "compare",
             "--methods",
             "clip,tecoa",
+            "--seeds",
+            "0",
             "--steps",
             "1",
             "--batch-size",

@@ -11,6 +11,7 @@ from trainables.training import OptimSettings
 def test_smoke_compare_fine_tunes_and_profiles_each_method(base_model, forest, embedded):
     settings = CompareSettings(
         methods=("clip", "tecoa", "hrz-forest"),
+        seeds=(0,),
         optim=OptimSettings(batch_size=32, max_steps=2, warmup_steps=1),
         evaluation=AttackSettings(eps=4 / 255, steps=2),
         eval_samples=40,
@@ -28,7 +29,10 @@ def test_smoke_compare_fine_tunes_and_profiles_each_method(base_model, forest, e
     # Every method starts from the same base: the base model itself is never trained.
     base_rows = run_compare(
         CompareSettings(
-            methods=("clip",), evaluation=AttackSettings(eps=4 / 255, steps=2), eval_samples=40
+            methods=("clip",),
+            seeds=(0,),
+            evaluation=AttackSettings(eps=4 / 255, steps=2),
+            eval_samples=40,
         ),
         base=base_model.loaded,
         forest=forest,
