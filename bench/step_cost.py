@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         f"model {base.name}, batch {args.batch}, K={args.attack_steps} attack steps, "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"  encoder forward+backward: {seconds['floor'] * 1000:.1f} ms; floor (K+1)x: "
-          f"{floor * 1000:.1f} ms")
+    print(
+        f"  encoder forward+backward: {seconds['floor'] * 1000:.1f} ms; floor (K+1)x: "
+        f"{floor * 1000:.1f} ms"
+    )
     for name in methods:
         print(
             f"  {name:<11} step {seconds[name] * 1000:7.1f} ms  over floor "

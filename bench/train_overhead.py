@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import tempfile
 import time
 from dataclasses import replace
@@ -72,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"spec": spec},
-            scaling_config=ScalingConfig(
-                num_workers=1, resources_per_worker={"CPU": args.threads}
-            ),
+            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": args.threads}),
             run_config=RunConfig(name="overhead", storage_path=storage),
         )
         started = time.perf_counter()
@@ -86,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         f"(ray.init {init_seconds:.1f} s, not counted)"
     )
     print(f"  plain loop       {plain_seconds:7.1f} s")
-    print(f"  Ray Train, 1 wkr {ray_seconds:7.1f} s  (final step {result.metrics['step']})")
+    print(
+        f"  Ray Train, 1 wkr {ray_seconds:7.1f} s  (final step {result.metrics['step']}, "
+        f"last epoch {result.metrics['epoch_seconds']:.1f} s of training; plain "
+        f"{plain_seconds / max(1, math.ceil(args.epochs)):.1f} s per epoch)"
+    )
     print(f"  overhead ratio   {ray_seconds / plain_seconds:7.3f}")
     return 0
 

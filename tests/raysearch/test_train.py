@@ -182,3 +182,24 @@ def test_bad_config_gives_one_line_exit_2_and_no_mlflow_run(tmp_path, capsys, ov
     err = capsys.readouterr().err.strip()
     assert code == 2 and field in err and len(err.splitlines()) == 1
     assert not database.exists()
+
+
+def test_a_failing_job_exits_1_and_its_run_ends_failed_with_the_reason(tmp_path, capsys, ray_local):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(
+        [
+            "train",
+            *TINY,
+            "name=broken",
+            "data.dataset=cifar10",
+            f"data.root={tmp_path / 'no-cifar-here'}",
+            "checkpoint.max_failures=0",
+            f"checkpoint.storage_path={tmp_path / 'ray_results'}",
+            f"mlflow.tracking_uri={uri}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "training failed" in err and "cifar10" in err
+    (run,) = _job_runs(None, uri, "broken")
+    assert run.info.status == "FAILED"
+    assert "cifar10" in run.data.tags[tracking.ERROR_TAG]
