@@ -1,1 +1,2 @@
-"""YAML experiment configs and search spaces shipped with raysearch."""
+"""YAML experiment configs and search spaces shipped with raysearch, and the search-space
+loader (:func:`search_spaces.loader.load_space`)."""
