@@ -199,6 +199,8 @@ def pretrain(loaded: LoadedClip, forest, train_split, settings: PretrainSettings
         if step % 100 == 0 or step == settings.steps - 1:
             log.info("pretrain step %d/%d loss %.4f", step + 1, settings.steps, loss.item())
     seconds = time.perf_counter() - started
+    # Hand back a model like a loaded one: no stale gradients, evaluation mode.
+    model.zero_grad(set_to_none=True)
     model.eval()
     return {
         "seconds": round(seconds, 1),

@@ -95,3 +95,17 @@ def test_second_load_comes_from_the_cache(base_model):
     assert not again.built and again.path == base_model.path
     for key, value in again.loaded.model.state_dict().items():
         assert torch.equal(value, base_model.loaded.model.state_dict()[key]), key
+
+
+def test_a_freshly_pretrained_model_carries_no_gradients(tmp_path, monkeypatch):
+    from trainables.data.embedded import EmbeddedSpec
+    from trainables.pretrain import PretrainSettings, load_or_pretrain_base
+
+    monkeypatch.setenv("RAYSEARCH_CACHE", str(tmp_path))
+    spec = EmbeddedSpec(n_train=256, n_val=20, n_test=40)
+    fresh = load_or_pretrain_base(
+        PretrainSettings(steps=2, batch_size=32, warmup_steps=1), dataset_spec=spec
+    )
+    assert fresh.built
+    assert all(p.grad is None for p in fresh.loaded.model.parameters())
+    assert not fresh.loaded.model.training
