@@ -30,7 +30,7 @@ from trainables.evaluate import (
 )
 from trainables.hierarchy.tree import Forest
 from trainables.methods import MethodSettings, build_method
-from trainables.training import OptimSettings, build_optimizer, training_step, warmup_cosine
+from trainables.training import OptimSettings, build_optimizer, build_scheduler, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,7 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = build_optimizer(parameters, spec.optim)
     total_steps = spec.optim.total_steps(len(train))
     steps_per_epoch = max(1, len(sampler) // per_worker)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, spec.optim.warmup_steps)
-    )
+    scheduler = build_scheduler(optimizer, spec.optim, total_steps)
     scaler = torch.amp.GradScaler() if spec.optim.precision == "fp16" else None
 
     start_epoch, step = 0, 0
@@ -204,29 +202,20 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         started = time.perf_counter()
-        sums: dict[str, float] = {}
-        count = 0
-        for images, labels in loader:
-            if step >= total_steps:
-                break
-            terms = training_step(
-                method,
-                model,
-                optimizer,
-                images.float().div_(255),
-                labels,
-                epoch=epoch + count / steps_per_epoch,
-                precision=spec.optim.precision,
-                scaler=scaler,
-            )
-            scheduler.step()
-            method.after_step()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            step += 1
+        metrics, count = train_epoch(
+            method,
+            model,
+            optimizer,
+            scheduler,
+            loader,
+            epoch=epoch,
+            steps_per_epoch=steps_per_epoch,
+            max_steps=total_steps - step,
+            precision=spec.optim.precision,
+            scaler=scaler,
+        )
+        step += count
         seconds = time.perf_counter() - started
-        metrics: dict[str, float] = {key: value / max(count, 1) for key, value in sums.items()}
         metrics.update(
             epoch=epoch,
             step=step,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -154,6 +154,56 @@ def _floats(terms: dict) -> dict[str, float]:
     }
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, settings: OptimSettings, total_steps: int):
+    """Linear warm-up over ``settings.warmup_steps``, then cosine decay to zero at the end."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps, settings.warmup_steps)
+    )
+
+
+def train_epoch(
+    method,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epoch: int,
+    steps_per_epoch: int,
+    max_steps: int,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[dict[str, float], int]:
+    """Run :func:`training_step` over ``batches`` (uint8 or [0, 1] images, labels), at most
+    ``max_steps`` times; return the mean of every logged term and the number of steps run.
+
+    Shared by :func:`fit` and the distributed per-worker loop.
+    """
+    sums: dict[str, float] = {}
+    count = 0
+    for images, labels in batches:
+        if count >= max_steps:
+            break
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        terms = training_step(
+            method,
+            model,
+            optimizer,
+            images,
+            labels,
+            epoch=epoch + count / steps_per_epoch,
+            precision=precision,
+            scaler=scaler,
+        )
+        scheduler.step()
+        method.after_step()
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + value
+        count += 1
+    return {key: value / max(count, 1) for key, value in sums.items()}, count
+
+
 def shuffled_batches(
     size: int, batch_size: int, *, seed: int, epoch: int
 ) -> Iterator[torch.Tensor]:
@@ -193,39 +243,30 @@ def fit(
     optimizer = build_optimizer(method.parameters(), settings)
     total_steps = settings.total_steps(len(split))
     per_epoch = max(1, len(split) // settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, settings.warmup_steps)
-    )
+    scheduler = build_scheduler(optimizer, settings, total_steps)
     scaler = torch.amp.GradScaler() if settings.precision == "fp16" else None
     started = time.perf_counter()
     epoch = 0
     while result.steps < total_steps:
-        sums: dict[str, float] = {}
-        count = 0
-        for index in shuffled_batches(
-            len(split), settings.batch_size, seed=settings.seed, epoch=epoch
-        ):
-            images = split.images[index].to(device).float().div_(255)
-            labels = split.labels[index].to(device)
-            terms = training_step(
-                method,
-                model,
-                optimizer,
-                images,
-                labels,
-                epoch=epoch + count / per_epoch,
-                precision=settings.precision,
-                scaler=scaler,
+        batches = (
+            (split.images[index].to(device), split.labels[index].to(device))
+            for index in shuffled_batches(
+                len(split), settings.batch_size, seed=settings.seed, epoch=epoch
             )
-            scheduler.step()
-            method.after_step()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            result.steps += 1
-            if result.steps >= total_steps:
-                break
-        row = {key: value / max(count, 1) for key, value in sums.items()}
+        )
+        row, count = train_epoch(
+            method,
+            model,
+            optimizer,
+            scheduler,
+            batches,
+            epoch=epoch,
+            steps_per_epoch=per_epoch,
+            max_steps=total_steps - result.steps,
+            precision=settings.precision,
+            scaler=scaler,
+        )
+        result.steps += count
         result.history.append(row)
         log.info("epoch %d: %s", epoch, row)
         if on_epoch is not None:
