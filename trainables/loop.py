@@ -140,6 +140,12 @@ def train_loop_per_worker(config: dict) -> None:
     from trainables.data.registry import load_split
     from trainables.hierarchy.shipped import load_shipped
 
+    # A worker process serves this job only: keep its console to warnings and this project's
+    # progress (Ray Train logs every report and open_clip its config lookups at INFO).
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("trainables").setLevel(logging.INFO)
+
     spec: JobSpec = config["spec"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -249,4 +255,13 @@ def train_loop_per_worker(config: dict) -> None:
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
                 epoch_log.log(epoch, metrics)
+                log.info(
+                    "epoch %d/%d: loss %.4f, clean leaf %.3f, robust leaf %.3f, %.0f img/s",
+                    epoch + 1,
+                    epochs,
+                    metrics.get("loss", float("nan")),
+                    metrics["clean_leaf"],
+                    metrics["robust_leaf"],
+                    metrics["images_per_second"],
+                )
             ray.train.report(metrics, checkpoint=report_checkpoint)

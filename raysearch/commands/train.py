@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = summary["metrics"]
     print(f"job {result.job} finished: MLflow run {result.run_id} ({result.tracking_uri})")
     print(f"checkpoint: {result.checkpoint}")
-    shown = ("epoch", "loss", "clean_leaf", "robust_leaf", "transfer", "images_per_second")
-    print("  ".join(f"{key} {metrics[key]:.4g}" for key in shown if key in metrics))
+    shown = ("loss", "clean_leaf", "robust_leaf", "transfer", "images_per_second")
+    epochs = f"epochs {int(metrics['epoch']) + 1}  " if "epoch" in metrics else ""
+    print(epochs + "  ".join(f"{key} {metrics[key]:.4g}" for key in shown if key in metrics))
     return 0
