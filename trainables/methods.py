@@ -12,6 +12,7 @@ uses: :meth:`Method.perturb` (the training attack, run on the unwrapped classifi
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -143,7 +144,7 @@ class Perturbation:
     by_level: dict[tuple[str, int], torch.Tensor] | None = None  # per-level strategy
 
 
-class Method:
+class Method(ABC):
     """A fine-tuning method bound to its classifier (see module docstring)."""
 
     trains = True
@@ -157,13 +158,15 @@ class Method:
         """What the optimiser updates."""
         return self.classifier.freeze_for_finetuning()
 
+    @abstractmethod
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> Perturbation:
-        raise NotImplementedError
+        """The training perturbation of one batch, crafted on the unwrapped classifier."""
 
+    @abstractmethod
     def loss_terms(self, model, images, perturbation, labels, *, epoch: float = 0.0) -> dict:
-        raise NotImplementedError
+        """Named loss terms of one batch, from one forward of ``model`` (maybe DDP-wrapped)."""
 
-    def after_step(self) -> None:
+    def after_step(self) -> None:  # noqa: B027 - an optional hook, not an abstract step
         """Called after every optimiser step (nothing to do for most methods)."""
 
     def to(self, device: torch.device | str) -> Method:
@@ -190,9 +193,15 @@ class Method:
 
 
 class NoFineTuning(Method):
-    """Plain CLIP: evaluated as is."""
+    """Plain CLIP: evaluated as is (``fit`` returns at once; there is nothing to train)."""
 
     trains = False
+
+    def perturb(self, images, labels):
+        return Perturbation(images)  # no defense is trained, so no training attack either
+
+    def loss_terms(self, model, images, perturbation, labels, *, epoch=0.0):
+        raise must("method.name", "a method that fine-tunes (clip is evaluated as is)", "clip")
 
 
 class TeCoA(Method):
