@@ -142,3 +142,11 @@ def test_bad_method_settings_are_refused(forest, tiny_clip):
     settings = replace(method_settings("hrz"), trees=("nope",))
     with pytest.raises(UserInputError, match="`method.trees` must be"):
         build_method(settings, tiny_clip, forest)
+
+
+def test_a_training_step_of_plain_clip_is_refused(tiny_clip, forest):
+    method = _method("clip", tiny_clip, forest)
+    images, labels = _batch()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(UserInputError, match="`method.name` must be a method that fine-tunes"):
+        training_step(method, method.classifier, optimizer, images, labels)
