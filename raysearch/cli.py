@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from raysearch import __version__
-from raysearch.commands import compare, data, demo, pretrain, train, trees
+from raysearch.commands import compare, data, demo, launch, pretrain, train, trees
 from trainables.errors import UserInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raysearch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (demo, trees, data, pretrain, compare, train):
+    for module in (demo, trees, data, pretrain, compare, train, launch):
         module.register(subparsers)
     return parser
 

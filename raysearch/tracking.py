@@ -1,7 +1,10 @@
 """MLflow naming and bookkeeping of training jobs (the thin logging layer over computed results).
 
 One MLflow run per job, found again by the job's tag ``raysearch.job`` so that a retried or
-resumed job continues its run instead of creating another. The driver creates (or reopens) the
+resumed job continues its run instead of creating another. A search has one parent run (tag
+``raysearch.search``, kind ``search``); its trials' runs carry ``mlflow.parentRunId`` and end
+with ``raysearch.status`` = ``finished``, ``pruned`` (stopped early by the scheduler: FINISHED,
+not FAILED) or ``failed``. The driver creates (or reopens) the
 run and logs params and artifacts; rank 0 of the workers logs per-epoch metrics into it
 (:class:`trainables.loop.EpochLog`). Runs end FINISHED, or FAILED with the reason in the tag
 ``raysearch.error``.
@@ -14,6 +17,10 @@ from pathlib import Path
 JOB_TAG = "raysearch.job"
 ERROR_TAG = "raysearch.error"
 KIND_TAG = "raysearch.kind"
+SEARCH_TAG = "raysearch.search"
+TRIAL_TAG = "raysearch.trial"
+STATUS_TAG = "raysearch.status"
+PARENT_TAG = "mlflow.parentRunId"
 ARTIFACT_FOLDER = "mlartifacts"
 
 
@@ -36,22 +43,36 @@ def experiment_id(mlflow_client, name: str) -> str:
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
-def find_job_run(mlflow_client, experiment: str, job: str):
-    """The run of ``job`` in ``experiment`` (None when there is none)."""
+def find_run(mlflow_client, experiment: str, tag: str, value: str):
+    """The run whose ``tag`` is ``value`` in ``experiment`` (None when there is none)."""
     runs = mlflow_client.search_runs(
-        [experiment], filter_string=f"tags.`{JOB_TAG}` = '{job}'", max_results=2
+        [experiment], filter_string=f"tags.`{tag}` = '{value}'", max_results=2
     )
     return runs[0] if runs else None
 
 
+def find_job_run(mlflow_client, experiment: str, job: str):
+    """The run of ``job`` in ``experiment`` (None when there is none)."""
+    return find_run(mlflow_client, experiment, JOB_TAG, job)
+
+
 def get_or_create_job_run(mlflow_client, experiment: str, job: str, *, tags: dict | None = None):
     """The job's run, reopened (status RUNNING) when it exists; created otherwise."""
-    run = find_job_run(mlflow_client, experiment, job)
+    return _get_or_create(mlflow_client, experiment, JOB_TAG, job, "train", tags)
+
+
+def get_or_create_search_run(mlflow_client, experiment: str, search: str):
+    """The parent run of ``search``, reopened when it exists; created otherwise."""
+    return _get_or_create(mlflow_client, experiment, SEARCH_TAG, search, "search", None)
+
+
+def _get_or_create(mlflow_client, experiment: str, tag: str, value: str, kind: str, tags):
+    run = find_run(mlflow_client, experiment, tag, value)
     if run is not None:
         mlflow_client.update_run(run.info.run_id, status="RUNNING")
         return run, False
     run = mlflow_client.create_run(
-        experiment, run_name=job, tags={JOB_TAG: job, KIND_TAG: "train", **(tags or {})}
+        experiment, run_name=value, tags={tag: value, KIND_TAG: kind, **(tags or {})}
     )
     return run, True
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysearch import tracking
+from raysearch.runtime import ensure_ray
 from raysearch.config import ExperimentConfig, config_to_dict, flatten, job_name
 from trainables.errors import UserInputError, must
 from trainables.loop import PROFILE_FILE, JobSpec
@@ -59,25 +59,6 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
     )
 
 
-def _ensure_ray(address: str | None, needed_cpus: float) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address)
-        return
-    available = os.cpu_count() or 1
-    if needed_cpus > available:
-        raise must(
-            "scaling.workers",
-            f"small enough for this machine's {available} CPUs (workers x cpus_per_worker)",
-            needed_cpus,
-        )
-    # The dashboard stays on (bound to 127.0.0.1): Train's placement-group clean-up needs it.
-    ray.init(num_cpus=available, dashboard_host="127.0.0.1")
-
-
 def _log_inputs(mlflow_client, run_id: str, config: ExperimentConfig, forest) -> None:
     from trainables.hierarchy.tables import forest_to_dict
 
@@ -103,18 +84,40 @@ def run_job(
     config: ExperimentConfig,
     forest,
     *,
-    resume: bool = False,
+    resume: bool | None = False,
     address: str | None = None,
+    job: str | None = None,
+    storage: str | None = None,
+    run_tags: dict[str, str] | None = None,
+    extra_params: dict | None = None,
+    callbacks: tuple = (),
+    verbose: bool = True,
+    close_failed_runs: bool = True,
 ) -> JobResult:
-    """Run (or resume) the job of ``config`` to the end; see the module docstring."""
+    """Run (or resume) the job of ``config`` to the end; see the module docstring.
+
+    Args:
+        resume: True continues a started job (refused when none started), False refuses one
+            that has started, None continues it when there is one (a search's trials).
+        job, storage: the job's name and where its checkpoints go (defaults: from ``config``).
+        run_tags: tags of the MLflow run when it is created (a search's parent run id).
+        extra_params: params logged with the config's (a search's sampled values).
+        callbacks: Ray Train callbacks (a search forwards each report to Ray Tune).
+        verbose: show the workers' output on this console.
+        close_failed_runs: end the MLflow run FAILED (or KILLED) when the job fails. A search
+            closes its trials' runs itself: only its driver knows whether a trial that ended
+            early failed or was stopped by the scheduler.
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from trainables.loop import train_loop_per_worker
 
-    job = job_name(config)
-    storage = Path(config.checkpoint.resolved_storage_path())
+    job = job or job_name(config)
+    storage = Path(storage or config.checkpoint.resolved_storage_path())
     job_dir = storage / job
+    if resume is None:
+        resume = job_dir.exists()
     if job_dir.exists() and not resume:
         raise must(
             "--resume",
@@ -127,15 +130,15 @@ def run_job(
     uri = config.mlflow.resolved_tracking_uri()
     mlflow_client = tracking.client(uri)
     experiment = tracking.experiment_id(mlflow_client, config.mlflow.experiment)
-    run, created = tracking.get_or_create_job_run(mlflow_client, experiment, job)
+    run, created = tracking.get_or_create_job_run(mlflow_client, experiment, job, tags=run_tags)
     run_id = run.info.run_id
     if created:
-        tracking.log_params(mlflow_client, run_id, flatten(config))
+        tracking.log_params(mlflow_client, run_id, {**flatten(config), **(extra_params or {})})
         _log_inputs(mlflow_client, run_id, config, forest)
 
     scaling = config.scaling
     try:
-        _ensure_ray(address, scaling.workers * scaling.cpus_per_worker)
+        ensure_ray(address, scaling.workers * scaling.cpus_per_worker, verbose=verbose)
         resources = {"CPU": scaling.cpus_per_worker}
         if scaling.gpus_per_worker:
             resources["GPU"] = scaling.gpus_per_worker
@@ -153,19 +156,23 @@ def run_job(
                 failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
                 logging_config=LoggingConfig(log_level="WARNING"),
+                callbacks=list(callbacks),
             ),
         )
         result = trainer.fit()
     except UserInputError as error:
-        tracking.end_run(mlflow_client, run_id, error=str(error))
+        if close_failed_runs:
+            tracking.end_run(mlflow_client, run_id, error=str(error))
         raise
     except KeyboardInterrupt:
-        mlflow_client.set_tag(run_id, tracking.ERROR_TAG, "interrupted; continue with --resume")
-        mlflow_client.set_terminated(run_id, status="KILLED")
+        if close_failed_runs:
+            mlflow_client.set_tag(run_id, tracking.ERROR_TAG, "interrupted; continue with --resume")
+            mlflow_client.set_terminated(run_id, status="KILLED")
         raise
     except Exception as error:  # the job failed after it started: record why, then report
-        reason = _reason(error)
-        tracking.end_run(mlflow_client, run_id, error=reason)
+        reason = failure_reason(error)
+        if close_failed_runs:
+            tracking.end_run(mlflow_client, run_id, error=reason)
         raise TrainingFailed(reason) from error
 
     checkpoint_dir = result.checkpoint.path if result.checkpoint is not None else None
@@ -182,7 +189,7 @@ def run_job(
     )
 
 
-def _reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
     """The innermost cause, in one line."""
     while error.__cause__ is not None:
         error = error.__cause__

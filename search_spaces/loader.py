@@ -24,9 +24,15 @@ Objectives: ``metric`` is one the training job reports (``clean_leaf``, ``robust
 ``transfer``, ``loss``, or ``clean/<tree>/<level>`` for a tree of the base forest and a level
 from 0, the leaves, to the tree's depth); ``mode`` is ``max`` or ``min``.
 
-Budget: ``trials`` >= 1 (default 8), ``concurrency`` >= 1 (default 1), ``scheduler`` ``asha``
-(default) or ``none``, ``grace_epochs`` >= 1 (default 1: ASHA stops no trial before it), ``seed``
->= 0 (default 0, seeds the sampler).
+Objectives measured only after a trial's last epoch (``transfer``, ``worst_superclass``: the
+lowest superclass-level accuracy under its own attack) cannot come first with ASHA, which
+compares trials after every epoch on the first objective.
+
+Budget: ``trials`` >= 1 (default 8), ``concurrency`` >= 1 or ``auto`` (default 1; ``auto`` runs
+as many trials at once as the cluster has CPUs and GPUs for; an explicit number is also capped
+by that), ``scheduler`` ``asha`` (default) or ``none``, ``grace_epochs`` >= 1 (default 1: ASHA
+stops no trial before it), ``reduction_factor`` >= 2 (default 3: ASHA keeps the best third at
+every rung), ``seed`` >= 0 (default 0, seeds the sampler).
 
 Parameters: every key of ``space`` but ``trees`` and ``depth`` is a dotted setting of the
 experiment config (``optim.lr``, ``loss.margins.shape``) and the sampled value overrides it.
@@ -105,6 +111,7 @@ from trainables.errors import UserInputError, must
 
 __all__ = [
     "BASE_METRICS",
+    "FINAL_METRICS",
     "DISTRIBUTIONS",
     "Budget",
     "Objective",
@@ -115,14 +122,16 @@ __all__ = [
 ]
 
 #: Metrics every trial reports, whatever its trees.
-BASE_METRICS = ("clean_leaf", "robust_leaf", "transfer", "loss")
+BASE_METRICS = ("clean_leaf", "robust_leaf", "transfer", "worst_superclass", "loss")
+#: Metrics measured only after a trial's last epoch (ASHA cannot compare trials on them).
+FINAL_METRICS = ("transfer", "worst_superclass")
 #: Distribution types of ordinary parameters.
 DISTRIBUTIONS = ("categorical", "int", "float", "fixed")
 SCHEDULERS = ("asha", "none")
 MODES = ("max", "min")
 
 _TOP_KEYS = ("name", "base", "overrides", "objective", "budget", "space")
-_BUDGET_KEYS = ("trials", "concurrency", "scheduler", "grace_epochs", "seed")
+_BUDGET_KEYS = ("trials", "concurrency", "scheduler", "grace_epochs", "reduction_factor", "seed")
 _PARAM_KEYS = {
     "categorical": ("type", "choices", "when"),
     "int": ("type", "low", "high", "step", "log", "when"),
@@ -155,9 +164,10 @@ class Budget:
     """How many trials run, how many at once, and how they are stopped early."""
 
     trials: int = 8
-    concurrency: int = 1
+    concurrency: int | str = 1  # or "auto": as many trials as the cluster holds at once
     scheduler: str = "asha"
     grace_epochs: int = 1
+    reduction_factor: int = 3
     seed: int = 0
 
 
@@ -347,6 +357,13 @@ def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
 
     objectives = _objectives(data.get("objective"), depths)
     budget = _budget(data.get("budget"))
+    if budget.scheduler == "asha" and objectives[0].metric in FINAL_METRICS:
+        raise must(
+            "budget.scheduler",
+            f"none when the first objective ({objectives[0].metric}) is only measured after the "
+            "last epoch (ASHA compares trials on it after every epoch)",
+            budget.scheduler,
+        )
     params = _params(data.get("space"), base_dict, base, depths, default_trees)
     space = SearchSpace(
         name=name,
@@ -412,10 +429,14 @@ def _budget(value: Any) -> Budget:
     section = _mapping(value, "budget", "a mapping of trials, concurrency, scheduler, ...")
     _keys(section, "budget", _BUDGET_KEYS)
     budget = Budget(**section)
-    for key, low in (("trials", 1), ("concurrency", 1), ("grace_epochs", 1), ("seed", 0)):
+    checked = (("trials", 1), ("grace_epochs", 1), ("reduction_factor", 2), ("seed", 0))
+    if budget.concurrency != "auto":
+        checked += (("concurrency", 1),)
+    for key, low in checked:
         got = getattr(budget, key)
         if not _integer(got) or got < low:
-            raise must(f"budget.{key}", f"an integer >= {low}", got)
+            shown = f"an integer >= {low}" + (' or "auto"' if key == "concurrency" else "")
+            raise must(f"budget.{key}", shown, got)
     if budget.scheduler not in SCHEDULERS:
         raise must("budget.scheduler", f"one of {list(SCHEDULERS)}", budget.scheduler)
     return budget

@@ -53,6 +53,13 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, dashboard_host="127.0.0.1", include_dashboard=True)
+        from raysearch.runtime import DRIVER_RESOURCE
+
+        ray.init(
+            num_cpus=2,
+            resources={DRIVER_RESOURCE: 8},  # search trials' drivers (raysearch.runtime)
+            dashboard_host="127.0.0.1",
+            include_dashboard=True,
+        )
     yield ray
     ray.shutdown()

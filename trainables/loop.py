@@ -131,6 +131,12 @@ def _epoch_metrics(classifier, images, labels, spec: JobSpec) -> dict[str, float
     return metrics
 
 
+def worst_superclass_accuracy(profile: dict) -> float:
+    """The lowest accuracy of any superclass level under its own attack (nan without one)."""
+    cells = [cell["level"] for levels in profile["superclass_attacks"].values() for cell in levels.values()]
+    return min(cells) if cells else float("nan")
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config["spec"]`` is a :class:`JobSpec`."""
     import ray.train
@@ -224,6 +230,9 @@ def train_loop_per_worker(config: dict) -> None:
         seconds = time.perf_counter() - started
         metrics.update(
             epoch=epoch,
+            # Counts (not indices) for schedulers: ASHA's rungs and "has this job finished".
+            epochs_completed=epoch + 1,
+            epochs_total=epochs,
             step=step,
             start_epoch=start_epoch,  # > 0 when this worker group resumed from a checkpoint
             lr=scheduler.get_last_lr()[0],
@@ -242,6 +251,7 @@ def train_loop_per_worker(config: dict) -> None:
                     )
                     Path(folder, PROFILE_FILE).write_text(json.dumps(profile, indent=2))
                     metrics["transfer"] = profile["transfer"]
+                    metrics["worst_superclass"] = worst_superclass_accuracy(profile)
                 torch.save(
                     {
                         "model": method.classifier.state_dict(),

@@ -1,0 +1,96 @@
+"""The Ray instance the commands run on: a local one started here, or a cluster by address.
+
+Trial drivers of a search (the Tune function that launches a Ray Train job) hold the custom
+resource ``train_driver`` instead of a CPU: a driver that held a CPU would leave a 2-core
+machine one CPU short for a 2-worker job, and Train would wait for it forever. A local Ray
+gets as many driver slots as trials may run at once; on a cluster, start the head node with
+``--resources='{"train_driver": N}'`` (without it a driver holds a small fraction of a CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from trainables.errors import must
+
+DRIVER_RESOURCE = "train_driver"
+#: The CPU share a trial driver holds on a cluster without driver slots.
+DRIVER_CPU_FRACTION = 0.01
+#: Driver slots of a local Ray instance (more than any local search runs at once).
+LOCAL_DRIVER_SLOTS = 64
+
+
+def ensure_ray(address: str | None, needed_cpus: float, *, verbose: bool = True) -> None:
+    """Connect to ``address``, or start a local Ray sized to this machine (no-op when Ray is up).
+
+    Refuses a job that needs more CPUs than this machine has. ``verbose=False`` keeps the
+    workers' output off this console (the commands print their own progress then).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **quiet)
+        return
+    available = os.cpu_count() or 1
+    if needed_cpus > available:
+        raise must(
+            "scaling.workers",
+            f"small enough for this machine's {available} CPUs (workers x cpus_per_worker)",
+            needed_cpus,
+        )
+    # The dashboard stays on (bound to 127.0.0.1): Train's placement-group clean-up needs it.
+    ray.init(
+        num_cpus=available,
+        resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
+        dashboard_host="127.0.0.1",
+        **quiet,
+    )
+
+
+@dataclass(frozen=True)
+class TrialFootprint:
+    """What one trial holds while it runs: its driver and its Train workers."""
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @property
+    def worker_cpus(self) -> float:
+        return self.workers * self.cpus_per_worker
+
+    @property
+    def worker_gpus(self) -> float:
+        return self.workers * self.gpus_per_worker
+
+
+def driver_resources(cluster: dict[str, float], footprint: TrialFootprint) -> dict[str, float]:
+    """The resources of one trial driver on a cluster with ``cluster`` (``ray.cluster_resources``)."""
+    if cluster.get(DRIVER_RESOURCE, 0) >= 1:
+        return {DRIVER_RESOURCE: 1}  # no CPU: a {"cpu": 0} request is refused
+    spare = cluster.get("CPU", 0) - footprint.worker_cpus
+    if spare < DRIVER_CPU_FRACTION:
+        raise must(
+            "scaling.workers",
+            f"at most the cluster's CPUs minus a share for the trial driver (or start Ray with "
+            f"--resources='{{\"{DRIVER_RESOURCE}\": 4}}'); the cluster has "
+            f"{cluster.get('CPU', 0):g} CPUs and a trial's workers need",
+            footprint.worker_cpus,
+        )
+    return {"cpu": DRIVER_CPU_FRACTION}
+
+
+def trial_capacity(cluster: dict[str, float], footprint: TrialFootprint) -> int:
+    """How many trials the cluster runs at once (by CPUs, GPUs and driver slots); at least 1."""
+    driver_cpu = 0.0 if cluster.get(DRIVER_RESOURCE, 0) >= 1 else DRIVER_CPU_FRACTION
+    limits = [int(cluster.get("CPU", 0) // (footprint.worker_cpus + driver_cpu))]
+    if footprint.worker_gpus:
+        limits.append(int(cluster.get("GPU", 0) // footprint.worker_gpus))
+    if driver_cpu == 0:
+        limits.append(int(cluster[DRIVER_RESOURCE]))
+    return max(1, min(limits))
