@@ -70,7 +70,7 @@ class TrialFootprint:
 
 
 def driver_resources(cluster: dict[str, float], footprint: TrialFootprint) -> dict[str, float]:
-    """The resources of one trial driver on a cluster with ``cluster`` (``ray.cluster_resources``)."""
+    """The resources of one trial driver, given ``ray.cluster_resources()``."""
     if cluster.get(DRIVER_RESOURCE, 0) >= 1:
         return {DRIVER_RESOURCE: 1}  # no CPU: a {"cpu": 0} request is refused
     spare = cluster.get("CPU", 0) - footprint.worker_cpus

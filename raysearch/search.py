@@ -114,8 +114,20 @@ def optuna_storage_url(tracking_uri: str, searches: Path) -> str:
     return f"sqlite:///{searches.resolve() / OPTUNA_FILE}"
 
 
+MARKER_FILE = "search.json"
+
+
 def _started(folder: Path) -> bool:
     return (folder / "tune").is_dir() and tune.Tuner.can_restore(str(folder / "tune"))
+
+
+def _space_of(folder: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((folder / MARKER_FILE).read_text()).get("space")
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> str:
@@ -137,7 +149,11 @@ def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> s
         return name
     if resume:
         candidates = sorted(
-            (folder for folder in searches.glob(f"{space.name}-*") if _started(folder)),
+            (
+                folder
+                for folder in searches.glob("*")
+                if _space_of(folder) == space.name and _started(folder)
+            ),
             key=lambda folder: (folder / "tune").stat().st_mtime,
         )
         if not candidates:
@@ -177,16 +193,29 @@ class StudySearch(OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+        if trial_id not in self._completed_trials:
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or trial_id not in self._ot_trials:
             return  # Optuna keeps no intermediate values for several objectives
         value, step = result.get(self.metric), result.get("epochs_completed")
-        if trial_id in self._ot_trials and _finite(value) and step is not None:
+        if _finite(value) and step is not None:
             trial = self._ot_trials[trial_id]
-            if int(step) not in trial.storage.get_trial(trial._trial_id).intermediate_values:
+            stored = self._stored(trial_id)
+            if stored.state.name == "RUNNING" and int(step) not in stored.intermediate_values:
                 trial.report(float(value), int(step))
+
+    def _stored(self, trial_id: str):
+        trial = self._ot_trials[trial_id]
+        return trial.storage.get_trial(trial._trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if self._stored(trial_id).state.is_finished():
+            # Told before the driver was killed, and the searcher's saved state predates it.
+            self._completed_trials.add(trial_id)
             return
         from optuna.trial import TrialState
 
@@ -195,6 +224,8 @@ class StudySearch(OptunaSearch):
         if error:
             state, told = TrialState.FAIL, None
         elif not (result or {}).get(FINISHED_KEY):
+            # Tune does not pass the result that made ASHA stop a trial to on_trial_result.
+            self._report(trial_id, result or {})
             state, told = TrialState.PRUNED, None
         elif all(_finite(value) for value in values):
             state, told = TrialState.COMPLETE, [float(value) for value in values]
@@ -294,6 +325,11 @@ def run_trial(config: dict, context: TrialContext) -> None:
 
     number = int(config[NUMBER_KEY])
     experiment = context.space.config_for(config[OVERRIDES_KEY])
+    done = _finished_run(experiment, trial_job_name(context.search, number))
+    if done is not None:
+        # It ended before the search was interrupted (Tune's saved state predates that).
+        tune.report({**done.data.metrics, FINISHED_KEY: 1, "mlflow_run_id": done.info.run_id})
+        return
     forest = validate_with_data(experiment)
     sampled = {
         key: value for key, value in config.items() if key not in (OVERRIDES_KEY, NUMBER_KEY)
@@ -323,7 +359,24 @@ def run_trial(config: dict, context: TrialContext) -> None:
     tune.report(final)
 
 
+def _finished_run(experiment, job: str):
+    """The job's MLflow run when it ended FINISHED after its last epoch (None otherwise)."""
+    client = tracking.client(experiment.mlflow.resolved_tracking_uri())
+    found = client.get_experiment_by_name(experiment.mlflow.experiment)
+    run = tracking.find_job_run(client, found.experiment_id, job) if found else None
+    if run is None or run.info.status != "FINISHED":
+        return None
+    if run.data.tags.get(tracking.STATUS_TAG, "finished") != "finished":
+        return None  # pruned: its run is FINISHED too, but it never ran its last epoch
+    return run
+
+
 # -- the driver's callbacks -----------------------------------------------------------------------
+
+
+def sampled_params(trial) -> dict[str, Any]:
+    """What Optuna sampled for a Tune trial, by parameter name."""
+    return {k: v for k, v in trial.config.items() if k not in (OVERRIDES_KEY, NUMBER_KEY)}
 
 
 def trial_status(trial) -> str:
@@ -413,16 +466,21 @@ def trim_checkpoints(job_folder: Path, keep: int) -> None:
 
 
 class Progress(tune.Callback):
-    """One line per trial event and a running count, instead of Ray's tables."""
+    """One line per trial event and a running tally, instead of Ray's tables.
+
+    The tally is counted from Tune's trials each time, so a resumed search counts the trials
+    that ended before it was interrupted.
+    """
 
     def __init__(self, space: SearchSpace, total: int, out: Callable[[str], None]):
         self.space = space
         self.total = total
         self.out = out
         self.started = time.monotonic()
-        self.counts = {"finished": 0, "pruned": 0, "failed": 0}
-        self.running: set[str] = set()
-        self.best: tuple[float, int] | None = None
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its RunConfig with the callbacks; the console is this process's.
+        return {**self.__dict__, "out": print}
 
     def _say(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.started)
@@ -438,24 +496,29 @@ class Progress(tune.Callback):
             f"{name} {result[name]:.3f}" for name in shown if _finite(result.get(name))
         )
 
-    def _tally(self) -> str:
-        done = sum(self.counts.values())
+    def _tally(self, trials, ending, outcome: str) -> str:
+        # Tune calls back before it marks the ending trial TERMINATED / ERROR.
+        statuses = [outcome if t is ending else trial_status(t) for t in trials]
+        counts = {status: statuses.count(status) for status in ("finished", "pruned", "failed")}
+        running = sum(t.status == "RUNNING" for t in trials if t is not ending)
         text = (
-            f"{done}/{self.total} done ({self.counts['finished']} finished, "
-            f"{self.counts['pruned']} pruned, {self.counts['failed']} failed), "
-            f"{len(self.running)} running"
+            f"{sum(counts.values())}/{self.total} done ({counts['finished']} finished, "
+            f"{counts['pruned']} pruned, {counts['failed']} failed), {running} running"
         )
-        if self.best is not None:
-            objective = self.space.objectives[0]
-            text += f"; best {objective.metric} {self.best[0]:.3f} (trial {self.best[1]})"
+        objective = self.space.objectives[0]
+        sign = 1 if objective.mode == "max" else -1
+        finished = [
+            (trial.last_result[objective.metric], self._number(trial))
+            for trial, status in zip(trials, statuses, strict=True)
+            if status == "finished" and _finite((trial.last_result or {}).get(objective.metric))
+        ]
+        if finished:
+            value, number = max(finished, key=lambda item: (sign * item[0], -item[1]))
+            text += f"; best {objective.metric} {value:.3f} (trial {number})"
         return text
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
-        sampled = {
-            key: value for key, value in trial.config.items() if key not in (OVERRIDES_KEY, NUMBER_KEY)
-        }
-        self._say(f"trial {self._number(trial)} started: {describe_params(sampled)}")
+        self._say(f"trial {self._number(trial)} started: {describe_params(sampled_params(trial))}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(FINISHED_KEY):
@@ -468,29 +531,19 @@ class Progress(tune.Callback):
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
         result = trial.last_result or {}
         number = self._number(trial)
-        if result.get(FINISHED_KEY):
-            self.counts["finished"] += 1
-            objective = self.space.objectives[0]
-            value = result.get(objective.metric)
-            if _finite(value):
-                sign = 1 if objective.mode == "max" else -1
-                if self.best is None or sign * value > sign * self.best[0]:
-                    self.best = (float(value), number)
+        outcome = "finished" if result.get(FINISHED_KEY) else "pruned"
+        if outcome == "finished":
             self._say(f"trial {number} finished: {self._metrics(result)}")
         else:
-            self.counts["pruned"] += 1
             epoch = result.get("epochs_completed", "?")
             self._say(f"trial {number} pruned by ASHA after epoch {epoch}: {self._metrics(result)}")
-        self._say(self._tally())
+        self._say(self._tally(trials, trial, outcome))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-        self.counts["failed"] += 1
         self._say(f"trial {self._number(trial)} failed: {_error_text(trial)}")
-        self._say(self._tally())
+        self._say(self._tally(trials, trial, "failed"))
 
 
 # -- the search ---------------------------------------------------------------------------------
@@ -515,20 +568,25 @@ class SearchResult:
 
 
 @contextlib.contextmanager
-def _quiet_tune(verbose: bool):
-    """Ray Tune's legacy reporter at verbosity 0 prints nothing; its errors become our lines."""
+def _quiet_console(verbose: bool):
+    """Ray Tune's legacy reporter at verbosity 0 prints nothing; the Progress lines replace it."""
     if verbose:
         yield
         return
+    import mlflow  # noqa: F401  (it configures its loggers on import: import it before ours)
+
     previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    tune_logger = logging.getLogger("ray.tune")
-    level = tune_logger.level
-    tune_logger.setLevel(logging.CRITICAL)
+    # Tune's errors become one line per trial; Optuna and MLflow announce every study and table.
+    loggers = {"ray.tune": logging.CRITICAL, "optuna": logging.WARNING, "mlflow": logging.WARNING}
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name, level in loggers.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:
-        tune_logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         if previous is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
@@ -592,9 +650,7 @@ def _rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
                 number=number,
                 trial_id=trial.trial_id,
                 status=status,
-                params={
-                    k: v for k, v in trial.config.items() if k not in (OVERRIDES_KEY, NUMBER_KEY)
-                },
+                params=sampled_params(trial),
                 metrics=result,
                 epochs=int(result.get("epochs_completed", 0) or 0),
                 seconds=float(result.get("time_total_s", 0.0) or 0.0),
@@ -605,6 +661,18 @@ def _rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
     return rows
 
 
+def space_param_names(space: SearchSpace, rows: list[TrialRow]) -> list[str]:
+    """The sampled parameters in the order of the space file (``depth.<tree>`` by tree)."""
+    ordered = []
+    for param in space.params:
+        if param.kind == "depth":
+            ordered.extend(f"depth.{tree}" for tree in param.ranges)
+        else:
+            ordered.append(param.name)
+    seen = {name for row in rows for name in row.params}
+    return [name for name in ordered if name in seen] + sorted(seen - set(ordered))
+
+
 def _close_orphans(study, client, experiment: str, parent_run_id: str, interrupted: bool) -> None:
     """Leave nothing RUNNING: Optuna trials no Tune trial will finish (a driver killed between
     asking and saving) end FAIL; an interrupted search's open child runs end KILLED."""
@@ -613,10 +681,8 @@ def _close_orphans(study, client, experiment: str, parent_run_id: str, interrupt
     if not interrupted:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
-    runs = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    )
+    running = f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    runs = client.search_runs([experiment], filter_string=running)
     for run in runs:
         reason = "search interrupted; continue with raysearch launch --resume"
         if not interrupted:
@@ -636,7 +702,21 @@ def launch(
     verbose: bool = False,
     out: Callable[[str], None] = print,
 ) -> SearchResult:
-    """Run (or resume) a search to the end and write its report; see the module docstring."""
+    """Run (or resume) a search to the end and write its report; see the module docstring.
+
+    Args:
+        space: the loaded search space; ``space_file`` is logged with the parent run.
+        trials: overrides the budget's trial count (new searches only).
+        address: a Ray cluster (default: a local Ray sized to this machine).
+        resume: continue the search ``name`` (default: this space's latest).
+        verbose: Ray's, Optuna's and the workers' own output on the console.
+        out: where the progress lines go.
+    """
+    with _quiet_console(verbose):
+        return _launch(space, space_file, trials, address, resume, name, verbose, out)
+
+
+def _launch(space, space_file, trials, address, resume, name, verbose, out) -> SearchResult:
     import optuna
 
     if trials is not None:
@@ -675,6 +755,11 @@ def launch(
         _log_search_inputs(client, parent_id, space, space_file, info)
 
     paths.root.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        import json
+
+        marker = {"space": space.name, "space_file": str(space_file), "parent_run_id": parent_id}
+        (paths.root / MARKER_FILE).write_text(json.dumps(marker, indent=2))
     context = TrialContext(space, search, parent_id, str(paths.jobs), verbose)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     callbacks = [
@@ -697,50 +782,49 @@ def launch(
 
     interrupted = False
     try:
-        with _quiet_tune(verbose):
-            run_config = tune.RunConfig(
-                name="tune",
-                storage_path=str(paths.root),
-                callbacks=callbacks,
-                verbose=2 if verbose else 0,
-                failure_config=tune.FailureConfig(max_failures=0),
+        run_config = tune.RunConfig(
+            name="tune",
+            storage_path=str(paths.root),
+            callbacks=callbacks,
+            verbose=2 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        )
+        if resume:
+            tuner = tune.Tuner.restore(
+                str(paths.tune),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                restart_errored=False,
             )
-            if resume:
-                tuner = tune.Tuner.restore(
-                    str(paths.tune),
-                    trainable=trainable,
-                    resume_unfinished=True,
-                    resume_errored=True,
-                    restart_errored=False,
-                )
-            else:
-                searcher = StudySearch(
-                    space=DefineByRun(space),
-                    metric=space.metrics if space.multi_objective else space.metrics[0],
-                    mode=space.modes if space.multi_objective else space.modes[0],
-                    sampler=build_sampler(space),
-                    study_name=search,
-                    storage=optuna.storages.RDBStorage(paths.optuna_url),
-                )
-                from ray.tune.search import ConcurrencyLimiter
+        else:
+            searcher = StudySearch(
+                space=DefineByRun(space),
+                metric=space.metrics if space.multi_objective else space.metrics[0],
+                mode=space.modes if space.multi_objective else space.modes[0],
+                sampler=build_sampler(space),
+                study_name=search,
+                storage=optuna.storages.RDBStorage(paths.optuna_url),
+            )
+            from ray.tune.search import ConcurrencyLimiter
 
-                tuner = tune.Tuner(
-                    trainable,
-                    tune_config=tune.TuneConfig(
-                        search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                        scheduler=build_scheduler(space),
-                        num_samples=total,
-                        trial_dirname_creator=trial_folder_name,
-                    ),
-                    run_config=run_config,
-                )
-            if resume:
-                # A restored Tuner brings back its pickled RunConfig: give it this process's
-                # callbacks (fresh counts, this console) and verbosity.
-                restored = tuner._local_tuner.get_run_config()
-                restored.callbacks = callbacks
-                restored.verbose = run_config.verbose
-            grid = tuner.fit()
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                    scheduler=build_scheduler(space),
+                    num_samples=total,
+                    trial_dirname_creator=trial_folder_name,
+                ),
+                run_config=run_config,
+            )
+        if resume:
+            # A restored Tuner brings back its pickled RunConfig: give it this process's
+            # callbacks (fresh counts, this console) and verbosity.
+            restored = tuner._local_tuner.get_run_config()
+            restored.callbacks = callbacks
+            restored.verbose = run_config.verbose
+        grid = tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
         grid = None
@@ -751,7 +835,7 @@ def launch(
     study = optuna.load_study(study_name=search, storage=paths.optuna_url)
     _close_orphans(study, client, experiment, parent_id, interrupted)
     best = best_trials(rows, space.metrics, space.modes)
-    param_names = list(dict.fromkeys(name for row in rows for name in row.params))
+    param_names = space_param_names(space, rows)
     result = SearchResult(
         name=search,
         parent_run_id=parent_id,
@@ -775,8 +859,10 @@ def launch(
 def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSpace, paths):
     from mlflow.entities import Metric
 
-    counts = {status: sum(row.status == status for row in result.rows) for status in
-              ("finished", "pruned", "failed", "unfinished")}
+    counts = {
+        status: sum(row.status == status for row in result.rows)
+        for status in ("finished", "pruned", "failed", "unfinished")
+    }
     stamp = int(time.time() * 1000)
     metrics = [Metric(f"trials_{status}", float(n), stamp, 0) for status, n in counts.items()]
     if result.best:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysearch import tracking
-from raysearch.runtime import ensure_ray
 from raysearch.config import ExperimentConfig, config_to_dict, flatten, job_name
+from raysearch.runtime import ensure_ray
 from trainables.errors import UserInputError, must
 from trainables.loop import PROFILE_FILE, JobSpec
 

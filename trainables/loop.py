@@ -133,7 +133,8 @@ def _epoch_metrics(classifier, images, labels, spec: JobSpec) -> dict[str, float
 
 def worst_superclass_accuracy(profile: dict) -> float:
     """The lowest accuracy of any superclass level under its own attack (nan without one)."""
-    cells = [cell["level"] for levels in profile["superclass_attacks"].values() for cell in levels.values()]
+    attacks = profile["superclass_attacks"].values()
+    cells = [cell["level"] for levels in attacks for cell in levels.values()]
     return min(cells) if cells else float("nan")
 
 

@@ -1,0 +1,273 @@
+"""Searches end to end on the shared local Ray: MLflow parent and child runs, Optuna's study,
+ASHA pruning, and a search whose driver is killed and resumed.
+
+Every trial is tiny (512 images, 2 epochs, 64 evaluation images), so a trial takes about 20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from raysearch import tracking
+from raysearch.cli import main
+from raysearch.search import launch
+from search_spaces.loader import load_space
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+SMALL_EPS, LARGE_EPS = 0.0001, 0.2
+
+TINY = [
+    "data.train_size=512",
+    "data.eval_samples=64",
+    "optim.batch_size=64",
+    "optim.epochs=2",
+    "optim.warmup_steps=2",
+    "evaluation.steps=2",
+    "attack.steps=1",
+]
+
+
+def _space_file(tmp_path: Path, name: str, space: dict, budget: dict) -> Path:
+    data = {
+        "name": name,
+        "base": str(SPACES / "embedded-experiment.yaml"),
+        "overrides": [
+            *TINY,
+            f"checkpoint.storage_path={tmp_path / 'ray_results'}",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        "objective": {"metric": "robust_leaf", "mode": "max"},
+        "budget": budget,
+        "space": space,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# Seed 4 of TPE samples the evaluation eps large, small, large: the third trial reaches ASHA's
+# first rung (epoch 1) behind the second one by a wide margin, which prunes it. The robust
+# accuracy of a trial evaluated at eps 0.2 is ~0, at 0.0001 it is its clean accuracy.
+PRUNING_SPACE = {
+    "trees": {"type": "subset", "of": ["form", "symmetry"], "min": 1, "max": 2},
+    "depth": {"type": "int", "low": 1, "high": 2},
+    "evaluation.eps": {"type": "categorical", "choices": [SMALL_EPS, LARGE_EPS]},
+    "optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+}
+PRUNING_BUDGET = {
+    "trials": 3,
+    "concurrency": 1,
+    "scheduler": "asha",
+    "grace_epochs": 1,
+    "reduction_factor": 3,
+    "seed": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, ray_local):
+    """One search of three trials, run once for the tests below."""
+    tmp_path = tmp_path_factory.mktemp("search")
+    path = _space_file(tmp_path, "pruning", PRUNING_SPACE, PRUNING_BUDGET)
+    lines: list[str] = []
+    result = launch(load_space(path), space_file=path, name="pruning", out=lines.append)
+    client = tracking.client(result.tracking_uri)
+    experiment = client.get_experiment_by_name("raysearch").experiment_id
+    runs = client.search_runs([experiment])
+    study = optuna.load_study(study_name=result.study_name, storage=result.optuna_url)
+    return {"result": result, "lines": lines, "client": client, "runs": runs, "study": study}
+
+
+def _children(searched) -> list:
+    parent = searched["result"].parent_run_id
+    return [run for run in searched["runs"] if run.data.tags.get(tracking.PARENT_TAG) == parent]
+
+
+def test_a_search_has_one_parent_run_and_one_child_run_per_trial(searched):
+    result = searched["result"]
+    parents = [r for r in searched["runs"] if r.data.tags.get(tracking.KIND_TAG) == "search"]
+    assert [p.info.run_id for p in parents] == [result.parent_run_id]
+    assert parents[0].info.status == "FINISHED"
+    children = _children(searched)
+    assert len(children) == len(result.rows) == 3
+    assert sorted(r.data.tags["raysearch.optuna_trial"] for r in children) == ["0", "1", "2"]
+    assert {row.run_id for row in result.rows} == {r.info.run_id for r in children}
+    artifacts = {a.path for a in searched["client"].list_artifacts(result.parent_run_id, "summary")}
+    assert {"summary/summary.csv", "summary/summary.parquet", "summary/history.png"} <= artifacts
+    space = {a.path for a in searched["client"].list_artifacts(result.parent_run_id, "space")}
+    assert "space/pruning.yaml" in space
+
+
+def test_each_trial_runs_with_exactly_what_optuna_sampled(searched):
+    study_trials = {t.number: t for t in searched["study"].trials}
+    for row in searched["result"].rows:
+        sampled = study_trials[row.number].params
+        assert row.params == sampled
+        run = searched["client"].get_run(row.run_id)
+        logged = {k.removeprefix("sampled."): v for k, v in run.data.params.items()}
+        for name, value in sampled.items():
+            assert logged[name] == str(value)
+        # ... and the job's own config carries the values (what the trial trained with).
+        trees = sampled["trees"].split("+")
+        assert yaml.safe_load(run.data.params["method.trees"]) == trees
+        depths = [sampled[f"depth.{tree}"] for tree in trees]
+        assert yaml.safe_load(run.data.params["method.depths"]) == depths
+        assert float(run.data.params["evaluation.eps"]) == sampled["evaluation.eps"]
+        assert math.isclose(float(run.data.params["optim.lr"]), sampled["optim.lr"])
+
+
+def test_asha_prunes_the_trial_that_falls_behind_at_the_first_rung(searched):
+    rows = sorted(searched["result"].rows, key=lambda row: row.number)
+    eps = [row.params["evaluation.eps"] for row in rows]
+    assert eps == [LARGE_EPS, SMALL_EPS, LARGE_EPS], "the sampler's sequence changed: re-seed"
+    assert [row.status for row in rows] == ["finished", "finished", "pruned"]
+    assert [row.epochs for row in rows] == [2, 2, 1]
+    states = {t.number: t.state.name for t in searched["study"].trials}
+    # Pruned in the study, not COMPLETE with its one-epoch value.
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
+    pruned = searched["study"].trials[2]
+    # Its learning curve is kept by epoch; Optuna shows a pruned trial's last intermediate value
+    # as its value, and TPE treats PRUNED trials apart from COMPLETE ones.
+    assert set(pruned.intermediate_values) == {1}
+    assert pruned.values == [pruned.intermediate_values[1]]
+    run = searched["client"].get_run(rows[2].run_id)
+    assert run.info.status == "FINISHED"  # not FAILED
+    assert run.data.tags[tracking.STATUS_TAG] == "pruned"
+    assert tracking.ERROR_TAG not in run.data.tags
+    finished = searched["client"].get_run(rows[1].run_id)
+    assert finished.data.tags[tracking.STATUS_TAG] == "finished"
+    assert any("pruned by ASHA after epoch 1" in line for line in searched["lines"])
+
+
+def test_the_best_trial_and_the_summary_files(searched):
+    result = searched["result"]
+    (best,) = result.best
+    assert best.number == 1 and best.status == "finished"  # the only small-eps trial
+    frame = pd.read_parquet(result.artifacts["parquet"])
+    assert list(frame["trial"]) == [0, 1, 2]
+    assert list(frame["status"]) == ["finished", "finished", "pruned"]
+    assert list(frame["param.evaluation.eps"]) == [str(LARGE_EPS), str(SMALL_EPS), str(LARGE_EPS)]
+    csv = pd.read_csv(result.artifacts["csv"])
+    assert list(csv["mlflow_run_id"]) == list(frame["mlflow_run_id"])
+    assert math.isclose(frame["robust_leaf"][1], best.metrics["robust_leaf"])
+    assert result.artifacts["history"].stat().st_size > 0
+    assert result.artifacts["importances"].stat().st_size > 0
+    # The parent run's best metric is the best finished trial's.
+    parent = searched["client"].get_run(result.parent_run_id)
+    assert math.isclose(parent.data.metrics["best_robust_leaf"], best.metrics["robust_leaf"])
+    assert parent.data.metrics["trials_pruned"] == 1
+
+
+def test_pruned_trials_keep_no_more_checkpoints_than_configured(searched, tmp_path_factory):
+    result = searched["result"]
+    pruned = next(row for row in result.rows if row.status == "pruned")
+    root = Path(result.artifacts["csv"]).parents[1] / "jobs"
+    job = next(root.glob(f"*-trial-{pruned.number:03d}"))
+    assert 1 <= len(list(job.glob("checkpoint_*"))) <= 2
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_search_resumes_without_rerunning_or_duplicating(tmp_path, ray_local, capsys):
+    space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}
+    budget = {"trials": 3, "concurrency": 1, "scheduler": "none", "seed": 0}
+    path = _space_file(tmp_path, "killed", space, budget)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def finished_trials() -> int:
+        if not (tmp_path / "mlflow.db").exists():
+            return 0
+        client = tracking.client(uri)
+        experiment = client.get_experiment_by_name("raysearch")
+        if experiment is None:
+            return 0
+        runs = client.search_runs(
+            [experiment.experiment_id], f"tags.`{tracking.STATUS_TAG}` = 'finished'"
+        )
+        return len(runs)
+
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raysearch.cli", "launch", str(path), "--name", "killed"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for(lambda: finished_trials() >= 1, 240, "the first trial to finish")
+        time.sleep(3)  # the second trial is under way
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=60)
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("raysearch").experiment_id
+    before = {r.info.run_id: r for r in client.search_runs([experiment])}
+    done = [r for r in before.values() if r.data.tags.get(tracking.STATUS_TAG) == "finished"]
+    assert len(done) == 1
+    first_end = done[0].info.end_time
+
+    capsys.readouterr()
+    assert main(["launch", str(path), "--resume", "--json"]) == 0  # finds "killed" itself
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["search"] == "killed" and not result["interrupted"]
+    assert [row["status"] for row in result["trials"]] == ["finished"] * 3
+    assert len(result["best"]) == 1 and Path(result["artifacts"]["parquet"]).is_file()
+    after = client.search_runs([experiment])
+    parent = result["mlflow_run_id"]
+    children = [r for r in after if r.data.tags.get(tracking.PARENT_TAG) == parent]
+    assert len(children) == 3  # no duplicate run for the trial that was cut off
+    assert len([r for r in after if r.data.tags.get(tracking.KIND_TAG) == "search"]) == 1
+    assert all(r.info.status == "FINISHED" for r in after)
+    # The trial that had finished was not trained again: its run and epochs are untouched.
+    again = client.get_run(done[0].info.run_id)
+    assert again.info.end_time == first_end
+    history = client.get_metric_history(again.info.run_id, "epoch")
+    assert sorted(m.step for m in history) == [0, 1]
+    first = done[0].data.tags["raysearch.optuna_trial"]
+    assert f"trial {first} epoch" not in captured.err
+    assert "resuming search killed" in captured.err
+    study = optuna.load_study(study_name="killed", storage=result["study"]["storage"])
+    assert sorted(t.state.name for t in study.trials).count("COMPLETE") == 3
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+
+def test_a_bad_space_fails_before_ray_with_one_line(tmp_path, capsys):
+    path = _space_file(
+        tmp_path, "bad", {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-4}}, {}
+    )
+    assert main(["launch", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "`space.optim.lr.high` must be" in err or "`space.optim.lr` must be" in err
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_trials_with_resume_and_an_existing_name_are_refused(tmp_path, capsys):
+    path = _space_file(tmp_path, "refused", {"optim.lr": {"type": "fixed", "value": 1e-3}}, {})
+    assert main(["launch", str(path), "--resume", "--trials", "2"]) == 2
+    assert "`--trials` must be left out with --resume" in capsys.readouterr().err
+    assert main(["launch", str(path), "--resume"]) == 2
+    assert "`--resume` must be used after a search of refused started" in capsys.readouterr().err
+    (tmp_path / "ray_results" / "searches" / "taken").mkdir(parents=True)
+    assert main(["launch", str(path), "--name", "taken"]) == 2
+    assert "`--name` must be a new search name" in capsys.readouterr().err
+    assert main(["launch", str(path), "--name", "bad name!"]) == 2
+    assert "`--name` must be 1 to 64 characters" in capsys.readouterr().err
