@@ -313,6 +313,17 @@ class TrialContext:
     parent_run_id: str
     jobs_folder: str
     verbose: bool = False
+    pinned: dict[str, Any] = field(default_factory=dict)  # settings resolved by the driver
+
+
+def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
+    """Settings whose meaning depends on the working directory, made absolute here: a trial
+    runs in a Ray worker whose working directory is not the one ``raysearch`` ran in."""
+    base = space.base
+    pinned: dict[str, Any] = {"mlflow.tracking_uri": base.mlflow.resolved_tracking_uri()}
+    if base.data.root is not None and "://" not in base.data.root:
+        pinned["data.root"] = str(Path(base.data.root).expanduser().resolve())
+    return pinned
 
 
 def run_trial(config: dict, context: TrialContext) -> None:
@@ -324,7 +335,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     number = int(config[NUMBER_KEY])
-    experiment = context.space.config_for(config[OVERRIDES_KEY])
+    experiment = context.space.config_for({**config[OVERRIDES_KEY], **context.pinned})
     done = _finished_run(experiment, trial_job_name(context.search, number))
     if done is not None:
         # It ended before the search was interrupted (Tune's saved state predates that).
@@ -760,7 +771,9 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
 
         marker = {"space": space.name, "space_file": str(space_file), "parent_run_id": parent_id}
         (paths.root / MARKER_FILE).write_text(json.dumps(marker, indent=2))
-    context = TrialContext(space, search, parent_id, str(paths.jobs), verbose)
+    context = TrialContext(
+        space, search, parent_id, str(paths.jobs), verbose, driver_resolved_settings(space)
+    )
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     callbacks = [
         TrialRuns(uri, experiment, search, paths.jobs, space.base.checkpoint.keep),

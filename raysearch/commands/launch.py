@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     else:
-        _print_summary(result, space)
+        print_summary(result, space)
     if result.interrupted:
         print(
             f"raysearch: search {result.name} interrupted; continue it with: raysearch launch "
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(result, space) -> None:
+def print_summary(result, space) -> None:
     print()
     print(f"search {result.name}: {len(result.rows)} trials")
     print(result.table)

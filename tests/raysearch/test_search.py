@@ -38,15 +38,17 @@ TINY = [
 ]
 
 
-def _space_file(tmp_path: Path, name: str, space: dict, budget: dict) -> Path:
+def _space_file(tmp_path: Path, name: str, space: dict, budget: dict, stores=True) -> Path:
+    """A space file in ``tmp_path``; ``stores=False`` leaves the MLflow store and checkpoints
+    at their defaults, relative to the working directory."""
+    where = [
+        f"checkpoint.storage_path={tmp_path / 'ray_results'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     data = {
         "name": name,
         "base": str(SPACES / "embedded-experiment.yaml"),
-        "overrides": [
-            *TINY,
-            f"checkpoint.storage_path={tmp_path / 'ray_results'}",
-            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        ],
+        "overrides": [*TINY, *(where if stores else [])],
         "objective": {"metric": "robust_leaf", "mode": "max"},
         "budget": budget,
         "space": space,
@@ -186,10 +188,16 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_killed_search_resumes_without_rerunning_or_duplicating(tmp_path, ray_local, capsys):
+def test_a_killed_search_resumes_without_rerunning_or_duplicating(
+    tmp_path, ray_local, capsys, monkeypatch
+):
+    # The default stores (./mlflow.db, ./ray_results) of the directory the search runs in,
+    # although trials run in Ray workers with other working directories.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}
     budget = {"trials": 3, "concurrency": 1, "scheduler": "none", "seed": 0}
-    path = _space_file(tmp_path, "killed", space, budget)
+    path = _space_file(tmp_path, "killed", space, budget, stores=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def finished_trials() -> int:
@@ -209,6 +217,7 @@ def test_a_killed_search_resumes_without_rerunning_or_duplicating(tmp_path, ray_
         [sys.executable, "-m", "raysearch.cli", "launch", str(path), "--name", "killed"],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
     try:
         _wait_for(lambda: finished_trials() >= 1, 240, "the first trial to finish")
@@ -234,6 +243,7 @@ def test_a_killed_search_resumes_without_rerunning_or_duplicating(tmp_path, ray_
     parent = result["mlflow_run_id"]
     children = [r for r in after if r.data.tags.get(tracking.PARENT_TAG) == parent]
     assert len(children) == 3  # no duplicate run for the trial that was cut off
+    assert len(list((tmp_path / "ray_results" / "searches" / "killed" / "jobs").iterdir())) == 3
     assert len([r for r in after if r.data.tags.get(tracking.KIND_TAG) == "search"]) == 1
     assert all(r.info.status == "FINISHED" for r in after)
     # The trial that had finished was not trained again: its run and epochs are untouched.
