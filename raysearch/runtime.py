@@ -10,6 +10,7 @@ gets as many driver slots as trials may run at once; on a cluster, start the hea
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -88,9 +89,14 @@ def driver_resources(cluster: dict[str, float], footprint: TrialFootprint) -> di
 def trial_capacity(cluster: dict[str, float], footprint: TrialFootprint) -> int:
     """How many trials the cluster runs at once (by CPUs, GPUs and driver slots); at least 1."""
     driver_cpu = 0.0 if cluster.get(DRIVER_RESOURCE, 0) >= 1 else DRIVER_CPU_FRACTION
-    limits = [int(cluster.get("CPU", 0) // (footprint.worker_cpus + driver_cpu))]
+    limits = [_fits(cluster.get("CPU", 0), footprint.worker_cpus + driver_cpu)]
     if footprint.worker_gpus:
-        limits.append(int(cluster.get("GPU", 0) // footprint.worker_gpus))
+        limits.append(_fits(cluster.get("GPU", 0), footprint.worker_gpus))
     if driver_cpu == 0:
         limits.append(int(cluster[DRIVER_RESOURCE]))
     return max(1, min(limits))
+
+
+def _fits(available: float, each: float) -> int:
+    # 1.0 // 0.2 is 4.0 in binary floating point; Ray fits 5 shares of 0.2 in 1 GPU.
+    return int(math.floor(available / each + 1e-9))

@@ -160,11 +160,12 @@ def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> s
             raise must("--resume", f"used after a search of {space.name} started", "none found")
         return candidates[-1].name
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{space.name}-{stamp}"
+    prefix = space.name[:44]  # the name stays within the 64 characters `--name` accepts
+    name = f"{prefix}-{stamp}"
     suffix = 1
     while (searches / name).exists():  # two launches within one second
         suffix += 1
-        name = f"{space.name}-{stamp}-{suffix}"
+        name = f"{prefix}-{stamp}-{suffix}"
     return name
 
 
@@ -293,12 +294,7 @@ def build_scheduler(space: SearchSpace):
 
 def max_epochs(space: SearchSpace) -> int:
     """The most epochs any trial runs (``optim.epochs`` may itself be searched)."""
-    highest = float(space.base.optim.epochs)
-    for param in space.params:
-        if param.name == "optim.epochs":
-            values = [param.value] if param.kind == "fixed" else [*param.choices, param.high]
-            highest = max([highest] + [float(v) for v in values if _finite(v)])
-    return max(1, math.ceil(highest))
+    return space.max_epochs
 
 
 # -- one trial ----------------------------------------------------------------------------------
@@ -655,7 +651,7 @@ def _rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
         number = int(trial.config[NUMBER_KEY])
         result = dict(trial.last_result or {})
         run = tracking.find_job_run(client, experiment, trial_job_name(search, number))
-        status = trial_status(trial)
+        status = recorded_status(trial, run)
         rows.append(
             TrialRow(
                 number=number,
@@ -682,6 +678,18 @@ def space_param_names(space: SearchSpace, rows: list[TrialRow]) -> list[str]:
             ordered.append(param.name)
     seen = {name for row in rows for name in row.params}
     return [name for name in ordered if name in seen] + sorted(seen - set(ordered))
+
+
+def recorded_status(trial, run) -> str:
+    """How a trial ended, as :class:`TrialRuns` recorded it on its run when it ended.
+
+    Tune marks the trials it stops on Ctrl-C TERMINATED like finished or pruned ones, without
+    calling back: a trial whose run has no status tag did not end (it resumes with --resume).
+    """
+    recorded = run.data.tags.get(tracking.STATUS_TAG) if run is not None else None
+    if recorded in ("finished", "pruned", "failed"):
+        return recorded
+    return "failed" if trial.status == "ERROR" else "unfinished"
 
 
 def _close_orphans(study, client, experiment: str, parent_run_id: str, interrupted: bool) -> None:
@@ -843,8 +851,9 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
         grid = None
 
     trials_state = _trials_of(grid) if grid is not None else []
-    interrupted = interrupted or any(trial_status(t) == "unfinished" for t in trials_state)
     rows = _rows(trials_state, client, experiment, search)
+    ended = sum(row.status != "unfinished" for row in rows)
+    interrupted = interrupted or ended < total
     study = optuna.load_study(study_name=search, storage=paths.optuna_url)
     _close_orphans(study, client, experiment, parent_id, interrupted)
     best = best_trials(rows, space.metrics, space.modes)
@@ -861,7 +870,8 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
         interrupted=interrupted,
         table=format_table(rows, param_names, space.metrics),
     )
-    result.artifacts.update(write_summary(summary_records(rows, param_names), paths.report))
+    records = summary_records(rows, param_names, space.metrics)
+    result.artifacts.update(write_summary(records, paths.report))
     plots, notes = write_plots(study, space.metrics, paths.report)
     result.artifacts.update(plots)
     result.notes.extend(notes)

@@ -87,14 +87,21 @@ def best_trials(rows: Sequence[TrialRow], metrics: Sequence[str], modes: Sequenc
     return [row for _, row in front]
 
 
-def summary_records(rows: Sequence[TrialRow], param_names: Sequence[str]) -> list[dict]:
-    """One flat record per trial: identity, status, every sampled parameter, the metrics."""
+def summary_records(
+    rows: Sequence[TrialRow], param_names: Sequence[str], objectives: Sequence[str] = ()
+) -> list[dict]:
+    """One flat record per trial: identity, status, every sampled parameter, the metrics.
+
+    Per-level metrics (``clean/<tree>/<level>``) are left out unless they are objectives.
+    """
     metric_names = sorted(
         {
             key
             for row in rows
             for key, value in row.metrics.items()
-            if isinstance(value, int | float) and not isinstance(value, bool) and "/" not in key
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and ("/" not in key or key in objectives)
         }
         - {"epoch", "epochs_completed", "epochs_total", "start_epoch", "step", "trial_finished"}
     )

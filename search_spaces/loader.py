@@ -229,6 +229,16 @@ class SearchSpace:
         return len(self.objectives) > 1
 
     @property
+    def max_epochs(self) -> int:
+        """The most epochs a trial can run (``optim.epochs`` may itself be searched)."""
+        highest = float(self.base.optim.epochs)
+        for param in self.params:
+            if param.name == "optim.epochs":
+                values = [param.value] if param.kind == "fixed" else [*param.choices, param.high]
+                highest = max([highest] + [float(v) for v in values if _finite(v)])
+        return max(1, math.ceil(highest))
+
+    @property
     def directions(self) -> list[str]:
         """The objectives' directions as Optuna names them (``maximize`` / ``minimize``)."""
         return ["maximize" if mode == "max" else "minimize" for mode in self.modes]
@@ -375,6 +385,13 @@ def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
         default_trees=default_trees,
     )
     space.config_for(_representative(space))
+    if budget.scheduler == "asha" and budget.grace_epochs >= space.max_epochs:
+        raise must(
+            "budget.grace_epochs",
+            f"smaller than the most epochs a trial runs ({space.max_epochs}) for ASHA to stop "
+            "a trial early (or use scheduler: none)",
+            budget.grace_epochs,
+        )
     return space
 
 

@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
         + describe_base(base, time.perf_counter() - step_started, level_sizes(forest))
     )
     space = load_space(DEMO_SPACE)
-    print(
-        f"[4/{STEPS}] search {DEMO_SPACE.name}: {space.budget.trials if args.trials is None else args.trials} trials"
-    )
+    trials = space.budget.trials if args.trials is None else args.trials
+    print(f"[4/{STEPS}] search {DEMO_SPACE.name}: {trials} trials")
     result = launch(space, space_file=DEMO_SPACE, trials=args.trials, verbose=args.verbose)
     print_summary(result, space)
     print(f"demo finished in {time.perf_counter() - started:.1f} s")

@@ -17,13 +17,23 @@ def test_pretrain_json_reports_every_level_and_the_attack(base_model, forest, ca
     assert 0 <= report["pgd_leaf"]["leaf"] < 0.2
 
 
-def test_demo_prints_dataset_trees_and_report(base_model, capsys):
-    assert main(["demo"]) == 0
+def test_demo_prints_dataset_trees_report_and_a_search(
+    base_model, capsys, tmp_path, monkeypatch, ray_local
+):
+    # The demo's own search, cut to one trial, with its stores in the working directory.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["demo", "--trials", "1"]) == 0
     out = capsys.readouterr().out
-    assert "[1/3] embedded dataset: 20 classes" in out
+    assert "[1/4] embedded dataset: 20 classes" in out
     assert "form (depth 3: 20/8/3/2)" in out
     assert "loaded from the cache" in out
     assert "leaf accuracy under PGD-10 L-inf eps=8/255" in out
+    assert "[4/4] search demo.yaml: 1 trials" in out
+    assert "trial 0 finished" in out
+    assert "Pareto front (robust_leaf vs clean_leaf): trials 0" in out
+    assert (tmp_path / "mlflow.db").is_file()
+    assert len(list((tmp_path / "ray_results" / "searches").glob("demo-*/report/summary.csv"))) == 1
 
 
 def test_bad_arguments_give_one_line_and_exit_2(capsys):

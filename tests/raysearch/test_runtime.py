@@ -103,11 +103,6 @@ def test_capacity_is_at_least_one(cluster, footprint):
     assert trial_capacity(cluster, footprint) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trial_capacity floors float divisions: 1.0 // 0.2 == 4.0 in binary floating "
-    "point, so 5 trials of 0.2 GPU on one GPU (which Ray schedules) count as 4",
-)
 def test_capacity_with_fractional_gpus_counts_every_trial_that_fits():
     cluster = {"CPU": 64.0, "GPU": 1.0, DRIVER_RESOURCE: 64.0}
     assert trial_capacity(cluster, _footprint(workers=1, gpus=0.2)) == 5

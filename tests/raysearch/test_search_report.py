@@ -256,11 +256,13 @@ def _study(trials: int, objectives: int = 1, states: dict[int, TrialState] | Non
 
 @pytest.fixture(scope="module", autouse=True)
 def _matplotlib_loaded():
-    # Importing matplotlib and Optuna's plots takes a second or two: once, not in a test.
+    # Importing matplotlib, Optuna's plots and its importance evaluator takes a second or two:
+    # once, not in a test.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
+    import optuna.importance  # noqa: F401
     from optuna.visualization import matplotlib as _plots  # noqa: F401
 
 

@@ -347,3 +347,49 @@ def test_metrics_of_the_base_forest_are_accepted(tmp_path):
     assert space.metrics == ["clean/form/3", "loss"]
     assert space.directions == ["maximize", "minimize"]
     assert space.multi_objective
+
+
+# -- budget -----------------------------------------------------------------------------------
+
+
+def test_reduction_factor_defaults_to_three_and_must_be_at_least_two(tmp_path):
+    assert load_space(_write(tmp_path, {"optim.lr": LR})).budget.reduction_factor == 3
+    space = load_space(_write(tmp_path, {"optim.lr": LR}, budget={"reduction_factor": 2}))
+    assert space.budget.reduction_factor == 2
+    for bad in (1, 0, 2.5, True, "3"):
+        with pytest.raises(UserInputError) as caught:
+            load_space(_write(tmp_path, {"optim.lr": LR}, budget={"reduction_factor": bad}))
+        message = str(caught.value)
+        assert message.startswith("`budget.reduction_factor` must be an integer >= 2"), message
+
+
+def test_concurrency_may_be_auto_but_no_other_word(tmp_path):
+    space = load_space(_write(tmp_path, {"optim.lr": LR}, budget={"concurrency": "auto"}))
+    assert space.budget.concurrency == "auto"
+    assert load_space(_write(tmp_path, {"optim.lr": LR})).budget.concurrency == 1
+    with pytest.raises(UserInputError) as caught:
+        load_space(_write(tmp_path, {"optim.lr": LR}, budget={"concurrency": "many"}))
+    message = str(caught.value)
+    assert message.startswith("`budget.concurrency` must be an integer >= 1")
+    assert '"auto"' in message and "'many'" in message
+
+
+@pytest.mark.parametrize("metric", ["transfer", "worst_superclass"])
+def test_asha_refuses_a_first_objective_measured_only_after_the_last_epoch(tmp_path, metric):
+    first = {"metric": metric, "mode": "max"}
+    for budget in ({"trials": 2}, {"scheduler": "asha"}):  # asha is the default
+        with pytest.raises(UserInputError) as caught:
+            load_space(_write(tmp_path, {"optim.lr": LR}, objective=first, budget=budget))
+        message = str(caught.value)
+        assert message.startswith("`budget.scheduler` must be none when the first objective")
+        assert metric in message and "\n" not in message
+    space = load_space(
+        _write(tmp_path, {"optim.lr": LR}, objective=first, budget={"scheduler": "none"})
+    )
+    assert space.metrics == [metric] and space.budget.scheduler == "none"
+
+
+def test_a_final_only_metric_may_be_the_second_objective_under_asha(tmp_path):
+    objectives = [{"metric": "robust_leaf", "mode": "max"}, {"metric": "transfer", "mode": "max"}]
+    space = load_space(_write(tmp_path, {"optim.lr": LR}, objective=objectives))
+    assert space.budget.scheduler == "asha" and space.metrics == ["robust_leaf", "transfer"]
