@@ -50,7 +50,7 @@ from raysearch.search_report import (
     write_plots,
     write_summary,
 )
-from raysearch.train import TrainingFailed, failure_reason, run_job
+from raysearch.train import run_job
 from search_spaces.loader import SearchSpace
 from trainables.errors import must
 
@@ -919,10 +919,8 @@ __all__ = [
     "SearchPaths",
     "SearchResult",
     "StudySearch",
-    "TrainingFailed",
     "TrialContext",
     "TrialRuns",
-    "failure_reason",
     "launch",
     "run_trial",
 ]

@@ -62,8 +62,11 @@ def available_models() -> list[str]:
     return [EMBEDDED, *open_clip.list_models()]
 
 
-def create_architecture(name: str) -> LoadedClip:
-    """A randomly initialised open_clip model of architecture ``name`` (no weights loaded)."""
+def create_architecture(name: str, *, quick_gelu: bool = False) -> LoadedClip:
+    """A randomly initialised open_clip model of architecture ``name`` (no weights loaded).
+
+    ``quick_gelu`` builds the QuickGELU variant that OpenAI's weights were trained with.
+    """
     register_configs()
     import open_clip
 
@@ -77,7 +80,7 @@ def create_architecture(name: str) -> LoadedClip:
     # open_clip warns that no weights were loaded; that is the intent here.
     logging.getLogger().disabled, was_disabled = True, logging.getLogger().disabled
     try:
-        model = open_clip.create_model(name, pretrained=None)
+        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
     finally:
         logging.getLogger().disabled = was_disabled
     return _wrap(model, name, None)
@@ -179,6 +182,18 @@ def _resolve_pretrained_tag(name: str, tag: str) -> str:
             f"file instead: model.pretrained=/path/to/open_clip_model.safetensors"
         )
     return tag
+
+
+def uses_quick_gelu(name: str, pretrained: str | None) -> bool:
+    """Whether open_clip builds ``name`` with QuickGELU for the pretrained tag (no download)."""
+    if name == EMBEDDED or pretrained is None:
+        return False
+    import open_clip
+
+    try:
+        return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+    except Exception:  # a weights file rather than a tag: the architecture's own activation
+        return False
 
 
 def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:

@@ -1,0 +1,199 @@
+"""Promoting a trial to the MLflow Model Registry.
+
+:func:`choose_trial` picks the trial of a search (best by a metric, under constraints, or one
+named run) and refuses one that cannot become a model: FAILED, pruned, unfinished or without a
+checkpoint. :func:`promote` packages it (:mod:`raysearch.model_package`), logs it into the
+trial's run as a pyfunc model whose code is ``raysearch/pyfunc_entry.py`` (nothing pickled),
+registers it as a new version of the model with lineage tags, and moves the alias to it.
+Promoting the same run again finds its version instead of creating another.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from raysearch import tracking
+from trainables.errors import must
+
+SOURCE_RUN_TAG = "raysearch.trial_run"
+ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+MODEL_ARTIFACT = "model"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    search_run_id: str | None
+    created: bool
+    model_uri: str
+
+
+def find_search_run(client, experiment_id: str, search: str):
+    """The parent run of a search, by its run id or its name."""
+    try:
+        run = client.get_run(search)
+    except Exception:
+        run = tracking.find_run(client, experiment_id, tracking.SEARCH_TAG, search)
+    if run is None or run.data.tags.get(tracking.KIND_TAG) != "search":
+        raise must("--search", "the run id or name of a search in this MLflow store", search)
+    return run
+
+
+def trial_runs(client, search_run) -> list:
+    parent = search_run.info.run_id
+    return client.search_runs(
+        [search_run.info.experiment_id],
+        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}'",
+        max_results=10000,
+    )
+
+
+def refusal(run) -> str | None:
+    """Why ``run`` cannot be promoted (None when it can)."""
+    status = run.data.tags.get(tracking.STATUS_TAG)
+    if run.info.status == "FAILED" or status == "failed":
+        return "it FAILED"
+    if status == "pruned":
+        return "it was pruned (stopped before its last epoch)"
+    if run.info.status != "FINISHED":
+        return f"it has not finished (status {run.info.status})"
+    return None
+
+
+def _checkpointed(client, run_id: str) -> bool:
+    try:
+        files = client.list_artifacts(run_id, "checkpoint")
+        return any(item.path.endswith("state.pt") for item in files)
+    except Exception:
+        return False
+
+
+def choose_trial(
+    client,
+    search_run,
+    *,
+    metric: str | None = None,
+    mode: str = "max",
+    min_clean: float | None = None,
+    run_id: str | None = None,
+):
+    """The run to promote: ``run_id`` (a trial of the search), or the best finished trial by
+    ``metric`` among those with ``clean_leaf >= min_clean``."""
+    trials = trial_runs(client, search_run) if search_run is not None else []
+    if run_id is not None:
+        if search_run is not None and run_id not in {r.info.run_id for r in trials}:
+            raise must("--run", f"a trial of search {search_run.info.run_name}", run_id)
+        run = client.get_run(run_id)
+        reason = refusal(run)
+        if reason:
+            raise must("--run", f"a finished trial with a checkpoint ({reason})", run_id)
+        if not _checkpointed(client, run_id):
+            raise must("--run", "a finished trial with a checkpoint (it has none)", run_id)
+        return run
+    if metric is None:
+        raise must("--metric", "given (or --run)", None)
+    candidates = []
+    for run in trials:
+        value = run.data.metrics.get(metric)
+        clean = run.data.metrics.get("clean_leaf")
+        if refusal(run) or value is None or math.isnan(value):
+            continue
+        if min_clean is not None and (clean is None or clean < min_clean):
+            continue
+        candidates.append((value if mode == "max" else -value, run))
+    candidates.sort(key=lambda item: item[0], reverse=True)
+    for _, run in candidates:
+        if _checkpointed(client, run.info.run_id):
+            return run
+    constraint = f" with clean_leaf >= {min_clean}" if min_clean is not None else ""
+    raise must(
+        "--metric",
+        f"a metric of at least one finished trial with a checkpoint{constraint}",
+        metric,
+    )
+
+
+def code_version() -> str:
+    """The package version, and the git commit when the code runs from a checkout."""
+    from raysearch import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def _existing_version(client, name: str, run_id: str):
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:
+        return None
+    for version in versions:
+        if (version.tags or {}).get(SOURCE_RUN_TAG) == run_id:
+            return version
+    return None
+
+
+def promote(
+    client,
+    run,
+    *,
+    name: str,
+    alias: str = "champion",
+    search_run_id: str | None = None,
+) -> Promotion:
+    """Register ``run`` as a version of model ``name`` and point ``alias`` at it."""
+    import mlflow
+
+    from raysearch.model_package import package_from_run
+
+    run_id = run.info.run_id
+    existing = _existing_version(client, name, run_id)
+    if existing is not None:
+        client.set_registered_model_alias(name, alias, existing.version)
+        return Promotion(
+            name, str(existing.version), alias, run_id, search_run_id, False, existing.source
+        )
+    config_hash = run.data.tags.get(tracking.JOB_TAG, "")
+    lineage = {
+        SOURCE_RUN_TAG: run_id,
+        "raysearch.search_run": search_run_id or "",
+        "raysearch.job": config_hash,
+        "raysearch.code_version": code_version(),
+    }
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            package = package_from_run(client, run_id, Path(scratch) / "package", lineage)
+            with mlflow.start_run(run_id=run_id):
+                logged = mlflow.pyfunc.log_model(
+                    name=MODEL_ARTIFACT,
+                    python_model=str(ENTRY_FILE),
+                    artifacts={"package": str(package)},
+                    pip_requirements=[f"raysearch=={code_version().split('+')[0]}"],
+                )
+            # The run was FINISHED before: start_run reopened it; keep it as it was.
+            client.set_terminated(run_id, status="FINISHED", end_time=run.info.end_time)
+        version = mlflow.register_model(logged.model_uri, name, tags=lineage)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client.set_registered_model_alias(name, alias, version.version)
+    return Promotion(
+        name, str(version.version), alias, run_id, search_run_id, True, logged.model_uri
+    )
