@@ -10,7 +10,18 @@ import argparse
 import sys
 
 from raysearch import __version__
-from raysearch.commands import compare, data, demo, launch, pretrain, train, trees
+from raysearch.commands import (
+    compare,
+    data,
+    demo,
+    evaluate,
+    launch,
+    predict,
+    pretrain,
+    promote,
+    train,
+    trees,
+)
 from trainables.errors import UserInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -31,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raysearch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (demo, trees, data, pretrain, compare, train, launch):
+    for module in (demo, trees, data, pretrain, compare, train, launch, promote, predict, evaluate):
         module.register(subparsers)
     return parser
 

@@ -47,6 +47,7 @@ BEST_TRIAL_TAG = "raysearch.best_trial"
 BEST_RUN_TAG = "raysearch.best_run_id"
 _JOB_NUMBER = re.compile(r"-trial-(\d+)$")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+_SEARCH_NAME = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _PAGE = 1000
 
 # -- the records ---------------------------------------------------------------------------------
@@ -162,8 +163,26 @@ class SearchInfo:
         return _finite_or_none(self.best.get(name.removeprefix(BEST_PREFIX)))
 
 
-SEARCH_COLUMNS = ("search", "status", "start", "duration", "trials", *OUTCOMES, "other")
-TRIAL_COLUMNS = ("trial", "status", "epochs", "duration", "run_id", "error", *TRIAL_METRICS)
+SEARCH_COLUMNS = (
+    "search",
+    "status",
+    "start",
+    "duration",
+    "duration_s",
+    "trials",
+    *OUTCOMES,
+    "other",
+)
+TRIAL_COLUMNS = (
+    "trial",
+    "status",
+    "epochs",
+    "duration",
+    "duration_s",
+    "run_id",
+    "error",
+    *TRIAL_METRICS,
+)
 
 
 # -- reading MLflow ------------------------------------------------------------------------------
@@ -352,10 +371,12 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
         if run is not None:
             raise must("--search", "the run id of a search's parent run (not a trial's)", ref)
     experiment = get_experiment(client, experiment_name)
-    found = _all_runs(
-        client, [experiment.experiment_id], f"tags.`{tracking.SEARCH_TAG}` = '{_quote(ref)}'"
-    )
-    found = [run for run in found if is_search_run(run)]
+    found = []
+    if _SEARCH_NAME.fullmatch(ref):  # what `launch --name` accepts (and safe in a filter string)
+        query = f"tags.`{tracking.SEARCH_TAG}` = '{ref}'"
+        found = [
+            r for r in _all_runs(client, [experiment.experiment_id], query) if is_search_run(r)
+        ]
     if not found:
         names = [s.name for s in list_searches(client, experiment_name)]
         listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else "none"
@@ -366,10 +387,6 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
         )
     run = max(found, key=lambda r: r.info.start_time or 0)
     return search_info(run, _children(client, run), now=None)
-
-
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _children(client, run) -> list:
@@ -602,13 +619,18 @@ def _cell(value: Any, *, width: int = 32) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-    """A fixed-width table: numbers right-aligned, text left-aligned, blanks for None."""
+def format_table(
+    header: Sequence[str], body: Sequence[Sequence[Any]], *, right: Iterable[str] = ("duration",)
+) -> str:
+    """A fixed-width table: numbers (and the ``right`` columns) right-aligned, text
+    left-aligned, blanks for None."""
+    right = set(right)
     cells = [[_cell(value) for value in line] for line in body]
     widths = [max([len(name), *(len(line[i]) for line in cells)]) for i, name in enumerate(header)]
     numeric = [
-        all(value is None or _number(value) is not None for value in (row[i] for row in body))
-        for i in range(len(header))
+        name in right
+        or all(value is None or _number(value) is not None for value in (row[i] for row in body))
+        for i, name in enumerate(header)
     ]
 
     def render(line: Sequence[str]) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +150,20 @@ def _pyfunc_base():
     return mlflow.pyfunc.PythonModel
 
 
-class HierarchicalClassifierModel(_pyfunc_base()):
-    """The registered model: a package folder (artifact ``package``) and the code above."""
+with warnings.catch_warnings():
+    # MLflow asks for type hints on predict to validate inputs; the inputs here are several
+    # formats (see the module docstring), checked by images_from_input instead.
+    warnings.simplefilter("ignore", UserWarning)
 
-    def load_context(self, context) -> None:
-        from raysearch.model_package import load_classifier
+    class HierarchicalClassifierModel(_pyfunc_base()):
+        """The registered model: a package folder (artifact ``package``) and the code above."""
 
-        self.classifier = load_classifier(Path(context.artifacts["package"]))
-        self.image_size = input_size(self.classifier)
+        def load_context(self, context) -> None:
+            from raysearch.model_package import load_classifier
 
-    def predict(self, context, model_input, params=None):
-        images = images_from_input(model_input, self.image_size)
-        return predictions_frame(predict_levels(self.classifier, images))
+            self.classifier = load_classifier(Path(context.artifacts["package"]))
+            self.image_size = input_size(self.classifier)
+
+        def predict(self, context, model_input, params=None):
+            images = images_from_input(model_input, self.image_size)
+            return predictions_frame(predict_levels(self.classifier, images))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 DEMO_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "demo.yaml"
-STEPS = 4
+STEPS = 6
+DEMO_MODEL = "raysearch-demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,5 +63,64 @@ def run(args: argparse.Namespace) -> int:
     print(f"[4/{STEPS}] search {DEMO_SPACE.name}: {trials} trials")
     result = launch(space, space_file=DEMO_SPACE, trials=args.trials, verbose=args.verbose)
     print_summary(result, space)
+    if not result.best:
+        print("no trial finished: nothing to promote")
+        return 1
+    _promote_and_predict(result, space)
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
-    return 0 if result.best else 1
+    return 0
+
+
+def _promote_and_predict(result, space) -> None:
+    """Register the best trial (highest robust leaf accuracy on the front) and use it once."""
+    import os
+    import warnings
+
+    from raysearch import tracking
+    from raysearch.model_package import fetch_package, load_classifier
+    from raysearch.registry import promote
+    from raysearch.serving import predict_levels
+    from trainables.data.embedded import load_embedded
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = tracking.client(result.tracking_uri)
+    best = result.best[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        promotion = promote(
+            client,
+            client.get_run(best.run_id),
+            name=DEMO_MODEL,
+            search_run_id=result.parent_run_id,
+        )
+    state = "registered" if promotion.created else "already registered"
+    print(
+        f"[5/{STEPS}] {state} trial {best.number} as {DEMO_MODEL} version {promotion.version}, "
+        f"alias {promotion.alias}"
+    )
+    test = load_embedded().split("test")
+    image_path = Path(result.artifacts["csv"]).parent / "example.png"
+    _save_png(test.images[0], image_path)
+    model_uri = f"models:/{DEMO_MODEL}@{promotion.alias}"
+    with tempfile.TemporaryDirectory() as scratch:
+        classifier = load_classifier(fetch_package(model_uri, result.tracking_uri, Path(scratch)))
+    (entry,) = predict_levels(classifier, test.images[:1].float() / 255.0)
+    truth = classifier.forest.leaves[int(test.labels[0])]
+    print(f"[6/{STEPS}] {model_uri} on {image_path.name} (a test image of a {truth}):")
+    print(f"      leaf: {entry['leaf'][0]} ({entry['leaf'][1]:.3f})")
+    for tree, levels in entry["levels"].items():
+        chain = " > ".join(f"{name} ({p:.2f})" for level, name, p in sorted(levels, reverse=True))
+        print(f"      {tree}: {chain}")
+    uri = result.tracking_uri
+    print("next:")
+    print(f"  raysearch predict --model {model_uri} {image_path}")
+    print(f"  raysearch evaluate --model {model_uri} --samples 500")
+    print(f"  raysearch inspect --search {result.name}")
+    print(f"  raysearch ui          # MLflow UI on http://127.0.0.1:5000 ({uri})")
+
+
+def _save_png(image, path: Path) -> None:
+    from PIL import Image
+
+    pixels = image.permute(1, 2, 0).contiguous().numpy()
+    Image.fromarray(pixels).save(path)

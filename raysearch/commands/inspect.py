@@ -124,8 +124,15 @@ def _show_trials(args, uri: str, search, trials: list, *, total: int) -> int:
         print(f"best trial: {search.best_trial}" + (f" ({values})" if values else ""))
     if trials:
         print(inspect.trials_table(trials, sort=args.sort))
+    elif total:
+        print("no trials match")
+    elif search.trial_count:  # counts from the parent run, no child runs in this store
+        print(
+            f"no trial runs in this store (the search recorded {search.trial_count}: they were "
+            "deleted, or logged to another store)"
+        )
     else:
-        print("no trials match" if total else "no trials yet")
+        print("no trials yet")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
             "this machine can read and change the runs",
             file=sys.stderr,
         )
+    return _hand_over(command)
+
+
+def _hand_over(command: list[str]) -> int:
+    """Become the MLflow server (POSIX): a signal to this process (Ctrl-C, SIGTERM from a
+    supervisor) then reaches the server itself, where a child process would be orphaned."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(command[0], command)
+        return 0  # not reached: execv does not return
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:

@@ -75,7 +75,9 @@ def store(tmp_path_factory):
     client = tracking.client(uri)
     experiment = tracking.experiment_id(client, "raysearch")
 
-    old = client.create_run(experiment, start_time=T0 - 86_400_000, tags={tracking.SEARCH_TAG: "old"})
+    old = client.create_run(
+        experiment, start_time=T0 - 86_400_000, tags={tracking.SEARCH_TAG: "old"}
+    )
     client.set_terminated(old.info.run_id, status="KILLED", end_time=T0 - 86_000_000)
 
     parent = client.create_run(
@@ -88,20 +90,23 @@ def store(tmp_path_factory):
     epoch = {"clean_leaf": 0.70, "robust_leaf": 0.40, "loss": 1.5, "clean.form.1": 0.8}
     last = {"clean_leaf": 0.80, "robust_leaf": 0.55, "loss": 1.2, "clean.form.1": 0.9}
     final = {**last, "transfer": 0.33, "worst_superclass": 0.25}
-    ids = [
-        _trial(
-            client, experiment, parent_id, 0, status="finished", lr=3e-4, trees="form",
-            epochs=[epoch, final],
-        ),  # fmt: skip
-        _trial(
-            client, experiment, parent_id, 1, status="pruned", lr=2e-3, trees="form+corners",
+    specs = [
+        dict(status="finished", lr=3e-4, trees="form", epochs=[epoch, final]),
+        dict(
+            status="pruned",
+            lr=2e-3,
+            trees="form+corners",
             epochs=[{"clean_leaf": 0.60, "robust_leaf": 0.30, "loss": 2.0}],
-        ),  # fmt: skip
-        _trial(
-            client, experiment, parent_id, 2, status="failed", lr=1e-4, trees="corners",
-            epochs=[{"loss": math.nan}], error="RuntimeError: CUDA out of memory",
-        ),  # fmt: skip
+        ),
+        dict(
+            status="failed",
+            lr=1e-4,
+            trees="corners",
+            epochs=[{"loss": math.nan}],
+            error="RuntimeError: CUDA out of memory",
+        ),
     ]
+    ids = [_trial(client, experiment, parent_id, n, **spec) for n, spec in enumerate(specs)]
     # An older version's trial: no status, no trial number tag, no params, no metrics, running.
     older = client.create_run(
         experiment,
@@ -352,8 +357,9 @@ def test_no_match_prints_a_line_not_a_table(store, capsys):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--search", "no-such-search"], f"`--search` must be a search name or parent run id"),
+        (["--search", "no-such-search"], "`--search` must be a search name or parent run id"),
         (["--search", "0" * 32], "`--search` must be"),
+        (["--search", "x' or name != '"], "`--search` must be"),  # never reaches a query
         (["--experiment", "nope"], "`--experiment` must be an MLflow experiment"),
         (["--search", "train-hrz"], "`--search` must be"),  # a plain job is not a search
     ],
@@ -386,6 +392,12 @@ def test_default_tracking_uri_is_the_configs(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     assert inspect_command.tracking_uri(None) == "http://mlflow.internal:5000"
     assert inspect_command.tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_search_without_trial_runs_lists_none(store, capsys):
+    assert _inspect(store, "--search", "old") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "no trials yet"
+    assert _json(store, capsys, "--search", "old")["trials"] == []
 
 
 # -- pure pieces ---------------------------------------------------------------------------------
@@ -448,13 +460,16 @@ def test_ui_honours_host_and_port():
 def test_ui_prints_the_url_first_then_runs_mlflow(store, monkeypatch, capsys):
     calls = []
 
-    def fake_call(command):
+    def fake_exec(path, command):
         calls.append((command, capsys.readouterr().out))
-        return 0
+        assert path == command[0]
 
-    monkeypatch.setattr(ui_command.subprocess, "call", fake_call)
+    monkeypatch.setattr(ui_command.os, "execv", fake_exec)
+    monkeypatch.setattr(
+        ui_command.subprocess, "call", lambda command: fake_exec(command[0], command) or 0
+    )
     assert cli.main(["ui", "--tracking-uri", store["uri"], "--port", "5123"]) == 0
-    (command, printed), = calls
+    ((command, printed),) = calls
     assert printed.startswith("MLflow UI: http://127.0.0.1:5123")
     assert command[command.index("--backend-store-uri") + 1] == store["uri"]
 
