@@ -43,8 +43,9 @@ COPY pyproject.toml README.md ./
 COPY raysearch ./raysearch
 COPY trainables ./trainables
 COPY search_spaces ./search_spaces
-# The install the Makefile does, without the test extra and not editable.
-RUN pip install --no-cache-dir .
+# The install the Makefile does (with AutoAttack for `raysearch evaluate`), without the test
+# extra and not editable.
+RUN pip install --no-cache-dir ".[eval]"
 
 # Run as an ordinary user; its home holds the default stores (./mlflow.db, ./ray_results) and
 # the dataset and model caches (~/.cache/raysearch).

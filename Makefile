@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Reinstall when the dependency list changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[eval,test]"
 	touch $(STAMP)
 
 # The WordNet 3.0 database (Debian's wordnet-base) for WordNet class trees, tested for real.

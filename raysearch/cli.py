@@ -15,12 +15,14 @@ from raysearch.commands import (
     data,
     demo,
     evaluate,
+    inspect,
     launch,
     predict,
     pretrain,
     promote,
     train,
     trees,
+    ui,
 )
 from trainables.errors import UserInputError
 
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raysearch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (demo, trees, data, pretrain, compare, train, launch, promote, predict, evaluate):
+    commands = (demo, trees, data, pretrain, compare, train, launch, inspect, ui, promote)
+    for module in (*commands, predict, evaluate):
         module.register(subparsers)
     return parser
 

@@ -839,10 +839,12 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
                 ),
                 run_config=run_config,
             )
-        if resume:
+        local = getattr(tuner, "_local_tuner", None)  # None through Ray Client
+        if resume and local is not None:
             # A restored Tuner brings back its pickled RunConfig: give it this process's
-            # callbacks (fresh counts, this console) and verbosity.
-            restored = tuner._local_tuner.get_run_config()
+            # callbacks (fresh clock, this console) and verbosity. Through Ray Client the
+            # pickled callbacks run as they were saved (they pickle for that).
+            restored = local.get_run_config()
             restored.callbacks = callbacks
             restored.verbose = run_config.verbose
         grid = tuner.fit()

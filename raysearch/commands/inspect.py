@@ -59,61 +59,63 @@ def tracking_uri(given: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raysearch import inspect
+    from raysearch import inspection
 
     if not args.experiment:
         raise must("--experiment", "a non-empty name", args.experiment)
     uri = tracking_uri(args.tracking_uri)
-    client = inspect.open_store(uri)
+    client = inspection.open_store(uri)
     if args.search is None:
-        searches = inspect.list_searches(client, args.experiment)
-        shown = inspect.select(
-            searches, sort=args.sort, where=args.filter, columns=inspect.SEARCH_COLUMNS
+        searches = inspection.list_searches(client, args.experiment)
+        shown = inspection.select(
+            searches, sort=args.sort, where=args.filter, columns=inspection.SEARCH_COLUMNS
         )
         return _show_searches(args, uri, shown, total=len(searches))
-    search = inspect.find_search(client, args.experiment, args.search)
-    trials = inspect.list_trials(client, search)
-    shown = inspect.select(trials, sort=args.sort, where=args.filter, columns=inspect.TRIAL_COLUMNS)
+    search = inspection.find_search(client, args.experiment, args.search)
+    trials = inspection.list_trials(client, search)
+    shown = inspection.select(
+        trials, sort=args.sort, where=args.filter, columns=inspection.TRIAL_COLUMNS
+    )
     return _show_trials(args, uri, search, shown, total=len(trials))
 
 
 def _show_searches(args, uri: str, searches: list, *, total: int) -> int:
-    from raysearch import inspect
+    from raysearch import inspection
 
     if args.json:
         document = {
             "tracking_uri": uri,
             "experiment": args.experiment,
-            "searches": [inspect.search_dict(search) for search in searches],
+            "searches": [inspection.search_dict(search) for search in searches],
         }
-        print(inspect.to_json(document))
+        print(inspection.to_json(document))
     elif args.csv is not None:
         header = ("search", "status", "start_time", "duration_s", "trials", "run_id")
-        print(inspect.write_csv(inspect.search_records(searches), args.csv, header=header))
+        print(inspection.write_csv(inspection.search_records(searches), args.csv, header=header))
     elif not searches:
         what = "no searches match" if total else "no searches"
         print(f"{what} in experiment {args.experiment!r} ({uri})")
     else:
         print(f"experiment {args.experiment!r} ({uri}): {_count(searches, total, 'search')}")
-        print(inspect.searches_table(searches))
+        print(inspection.searches_table(searches))
     return 0
 
 
 def _show_trials(args, uri: str, search, trials: list, *, total: int) -> int:
-    from raysearch import inspect
+    from raysearch import inspection
 
     if args.json:
         document = {
             "tracking_uri": uri,
             "experiment": args.experiment,
-            "search": inspect.search_dict(search),
-            "trials": [inspect.trial_dict(trial) for trial in trials],
+            "search": inspection.search_dict(search),
+            "trials": [inspection.trial_dict(trial) for trial in trials],
         }
-        print(inspect.to_json(document))
+        print(inspection.to_json(document))
         return 0
     if args.csv is not None:
-        header = ("trial", "status", *inspect.TRIAL_METRICS, "epochs", "duration_s", "run_id")
-        print(inspect.write_csv(inspect.trial_records(trials), args.csv, header=header))
+        header = ("trial", "status", *inspection.TRIAL_METRICS, "epochs", "duration_s", "run_id")
+        print(inspection.write_csv(inspection.trial_records(trials), args.csv, header=header))
         return 0
     print(
         f"search {search.name} ({search.status}, MLflow run {search.run_id}): "
@@ -123,7 +125,7 @@ def _show_trials(args, uri: str, search, trials: list, *, total: int) -> int:
         values = ", ".join(f"{name} {value:.4g}" for name, value in search.best.items())
         print(f"best trial: {search.best_trial}" + (f" ({values})" if values else ""))
     if trials:
-        print(inspect.trials_table(trials, sort=args.sort))
+        print(inspection.trials_table(trials, sort=args.sort))
     elif total:
         print("no trials match")
     elif search.trial_count:  # counts from the parent run, no child runs in this store

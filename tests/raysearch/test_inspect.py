@@ -16,7 +16,7 @@ import math
 import pytest
 
 from raysearch import cli, tracking
-from raysearch import inspect as inspect_lib
+from raysearch import inspection as inspect_lib
 from raysearch.commands import inspect as inspect_command
 from raysearch.commands import ui as ui_command
 
@@ -132,23 +132,6 @@ def store(tmp_path_factory):
     client.log_batch(job.info.run_id, metrics=[Metric("clean_leaf", 0.9, T0, 0)])
     client.set_terminated(job.info.run_id, status="FINISHED")
     return {"uri": uri, "client": client, "parent": parent_id, "trials": ids, "folder": folder}
-
-
-@pytest.fixture(autouse=True)
-def _commands_registered(monkeypatch):
-    """Run `inspect` and `ui` through the real `raysearch.cli.main` even before cli.py lists
-    them (registering them here when it does not)."""
-    build = cli.build_parser
-
-    def build_with_commands():
-        parser = build()
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        for name, module in (("inspect", inspect_command), ("ui", ui_command)):
-            if name not in subparsers.choices:
-                module.register(subparsers)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build_with_commands)
 
 
 def _inspect(store, *argv: str) -> int:
