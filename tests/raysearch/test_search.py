@@ -209,3 +209,22 @@ def test_trials_with_resume_and_an_existing_name_are_refused(tmp_path, capsys):
     assert "`--name` must be a new search name" in capsys.readouterr().err
     assert main(["launch", str(path), "--name", "bad name!"]) == 2
     assert "`--name` must be 1 to 64 characters" in capsys.readouterr().err
+
+
+def test_inspect_lists_every_trial_of_the_search_with_its_metrics(searched, capsys):
+    result = searched["result"]
+    store = ["--tracking-uri", result.tracking_uri]
+    capsys.readouterr()
+    assert main(["inspect", "--search", result.name, "--json", *store]) == 0
+    trials = {trial["trial"]: trial for trial in json.loads(capsys.readouterr().out)["trials"]}
+    assert sorted(trials) == [0, 1, 2]
+    for row in result.rows:
+        shown = trials[row.number]
+        assert shown["status"] == row.status and shown["run_id"] == row.run_id
+        assert shown["params"]["evaluation.eps"] == str(row.params["evaluation.eps"])
+        for metric in ("clean_leaf", "robust_leaf"):
+            assert math.isclose(shown["metrics"][metric], row.metrics[metric])
+    assert "worst_superclass" in trials[1]["metrics"]  # measured after the last epoch only
+    assert main(["inspect", *store]) == 0
+    listing = capsys.readouterr().out
+    assert result.name in listing and result.parent_run_id in listing
