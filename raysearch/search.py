@@ -1,11 +1,11 @@
 """A search: Ray Tune samples trials with Optuna, each trial is one Ray Train job, MLflow tracks
 all of it.
 
-- **Sampling**: :class:`StudySearch` (Ray's ``OptunaSearch`` with the space's define-by-run
-  function) asks a seeded TPE sampler (NSGA-II for two objectives: a Pareto front). Each search
-  has its own study, named after the search, in a persistent SQLite storage beside the MLflow
-  store, so a resumed search continues its study and two searches never mix.
-- **Early stopping**: :class:`EpochASHA` compares trials on the first objective at rungs of
+- **Sampling** (:mod:`raysearch.search_strategy`): Ray's ``OptunaSearch`` with the space's
+  define-by-run function asks a seeded TPE sampler (NSGA-II for two objectives: a Pareto
+  front). Each search has its own study, named after the search, in a persistent SQLite storage
+  beside the MLflow store, so a resumed search continues its study and two searches never mix.
+- **Early stopping** (same module): ASHA compares trials on the first objective at rungs of
   *completed epochs* as the workers report them (Tune's iteration count restarts after a
   restore; the epochs do not). A trial ASHA stops enters the study as PRUNED, not as COMPLETE
   with its low-budget value (that would bias TPE towards cheap trials).
@@ -14,18 +14,18 @@ all of it.
   a retried or resumed trial continues its checkpoints and its MLflow run. Trial drivers hold
   a ``train_driver`` slot, not a CPU (:mod:`raysearch.runtime`).
 - **MLflow**: one parent run per search (the space, the summary, the plots) and one child run
-  per trial (``mlflow.parentRunId``). :class:`TrialRuns` closes each child run from the driver,
-  the only place that knows how a trial ended: ``finished``, ``pruned`` (FINISHED with the
-  ``raysearch.status`` tag, not FAILED) or ``failed`` with the reason.
-- **Output**: :class:`Progress` prints one line per event instead of Ray's tables; at the end
-  the summary table (CSV + Parquet), the best trial or Pareto front, and PNG plots.
+  per trial (``mlflow.parentRunId``). The driver's callbacks (:mod:`raysearch.search_callbacks`)
+  close each child run, as only the driver knows how a trial ended: ``finished``, ``pruned``
+  (FINISHED with the ``raysearch.status`` tag, not FAILED) or ``failed`` with the reason.
+- **Output**: one progress line per trial event instead of Ray's tables; at the end the summary
+  table (CSV + Parquet), the best trial or Pareto front, and PNG plots
+  (:mod:`raysearch.search_report`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import time
@@ -35,267 +35,49 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from raysearch import tracking
 from raysearch.config import config_to_dict, validate_with_data
 from raysearch.runtime import TrialFootprint, driver_resources, ensure_ray, trial_capacity
+from raysearch.search_callbacks import (
+    Progress,
+    TrialRuns,
+    error_text,
+    recorded_status,
+    sampled_params,
+)
 from raysearch.search_report import (
     TrialRow,
     best_trials,
-    describe_params,
     format_table,
     summary_records,
     write_plots,
     write_summary,
+)
+from raysearch.search_state import (
+    FINISHED_KEY,
+    MARKER_FILE,
+    NUMBER_KEY,
+    OVERRIDES_KEY,
+    SearchPaths,
+    finite_number,
+    optuna_storage_url,
+    resolve_search_name,
+    searches_folder,
+    trial_job_name,
+)
+from raysearch.search_strategy import (
+    DefineByRun,
+    StudySearch,
+    build_sampler,
+    build_scheduler,
+    trial_folder_name,
 )
 from raysearch.train import run_job
 from search_spaces.loader import SearchSpace
 from trainables.errors import must
 
 log = logging.getLogger(__name__)
-
-#: Keys of a trial's Tune config besides the sampled parameters.
-OVERRIDES_KEY = "overrides"
-NUMBER_KEY = "optuna_trial"
-#: Reported once by a trial that ran all its epochs (absent: stopped early, or failed).
-FINISHED_KEY = "trial_finished"
-SEARCHES_FOLDER = "searches"
-OPTUNA_FILE = "optuna.db"
-REPORT_FOLDER = "report"
-
-
-# -- where a search lives -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SearchPaths:
-    """The folders and stores of one search.
-
-    Attributes:
-        root: ``<storage_path>/searches/<name>``: Tune's state, the trials' Train jobs, the report.
-        optuna_url: the study's storage (SQLite beside the MLflow database when that is local).
-    """
-
-    root: Path
-    optuna_url: str
-
-    @property
-    def tune(self) -> Path:
-        return self.root / "tune"
-
-    @property
-    def jobs(self) -> Path:
-        return self.root / "jobs"
-
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT_FOLDER
-
-
-def searches_folder(space: SearchSpace) -> Path:
-    storage = space.base.checkpoint.resolved_storage_path()
-    if "://" in storage:
-        raise must(
-            "checkpoint.storage_path",
-            "a folder for a search (Tune's own state is kept locally; a shared file system "
-            "mounted on every node works on a cluster)",
-            storage,
-        )
-    return Path(storage) / SEARCHES_FOLDER
-
-
-def optuna_storage_url(tracking_uri: str, searches: Path) -> str:
-    """Beside a local MLflow database; in the searches folder for a remote tracking server."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
-        return f"sqlite:///{database.parent / OPTUNA_FILE}"
-    return f"sqlite:///{searches.resolve() / OPTUNA_FILE}"
-
-
-MARKER_FILE = "search.json"
-
-
-def _started(folder: Path) -> bool:
-    return (folder / "tune").is_dir() and tune.Tuner.can_restore(str(folder / "tune"))
-
-
-def _space_of(folder: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((folder / MARKER_FILE).read_text()).get("space")
-    except (OSError, ValueError):
-        return None
-
-
-def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> str:
-    """The search's name: ``--name``, or ``<space name>-<date>-<time>`` for a new search and
-    the latest started search of this space for ``--resume``."""
-    searches = searches_folder(space)
-    if name is not None:
-        from search_spaces.loader import _NAME
-
-        if not _NAME.fullmatch(name):
-            raise must("--name", "1 to 64 characters from A-Z a-z 0-9 . _ -", name)
-        started = _started(searches / name)
-        if resume and not started:
-            raise must("--name", f"a started search in {searches} to resume", name)
-        if not resume and (searches / name).exists():
-            raise must(
-                "--name", f"a new search name ({name} exists: add --resume to continue it)", name
-            )
-        return name
-    if resume:
-        candidates = sorted(
-            (
-                folder
-                for folder in searches.glob("*")
-                if _space_of(folder) == space.name and _started(folder)
-            ),
-            key=lambda folder: (folder / "tune").stat().st_mtime,
-        )
-        if not candidates:
-            raise must("--resume", f"used after a search of {space.name} started", "none found")
-        return candidates[-1].name
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    prefix = space.name[:44]  # the name stays within the 64 characters `--name` accepts
-    name = f"{prefix}-{stamp}"
-    suffix = 1
-    while (searches / name).exists():  # two launches within one second
-        suffix += 1
-        name = f"{prefix}-{stamp}-{suffix}"
-    return name
-
-
-def trial_job_name(search: str, number: int) -> str:
-    return f"{search}-trial-{number:03d}"
-
-
-# -- Optuna and ASHA, adapted -------------------------------------------------------------------
-
-
-class StudySearch(OptunaSearch):
-    """OptunaSearch that records how each trial ended and at which epoch it reported.
-
-    - A trial whose last result lacks :data:`FINISHED_KEY` and did not fail was stopped early:
-      it enters the study as PRUNED (OptunaSearch would enter it COMPLETE with its low-budget
-      value, which biases TPE).
-    - Intermediate values are reported by completed epochs, not Tune iterations (those restart
-      when a search resumes), and only when the result carries the metric.
-    - The Optuna trial number goes into the trial's config, so runs and jobs are named by it.
-    """
-
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        if config is not None:
-            config[NUMBER_KEY] = self._ot_trials[trial_id].number
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._completed_trials:
-            self._report(trial_id, result)
-
-    def _report(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or trial_id not in self._ot_trials:
-            return  # Optuna keeps no intermediate values for several objectives
-        value, step = result.get(self.metric), result.get("epochs_completed")
-        if _finite(value) and step is not None:
-            trial = self._ot_trials[trial_id]
-            stored = self._stored(trial_id)
-            if stored.state.name == "RUNNING" and int(step) not in stored.intermediate_values:
-                trial.report(float(value), int(step))
-
-    def _stored(self, trial_id: str):
-        trial = self._ot_trials[trial_id]
-        return trial.storage.get_trial(trial._trial_id)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        if self._stored(trial_id).state.is_finished():
-            # Told before the driver was killed, and the searcher's saved state predates it.
-            self._completed_trials.add(trial_id)
-            return
-        from optuna.trial import TrialState
-
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        values = [(result or {}).get(metric) for metric in metrics]
-        if error:
-            state, told = TrialState.FAIL, None
-        elif not (result or {}).get(FINISHED_KEY):
-            # Tune does not pass the result that made ASHA stop a trial to on_trial_result.
-            self._report(trial_id, result or {})
-            state, told = TrialState.PRUNED, None
-        elif all(_finite(value) for value in values):
-            state, told = TrialState.COMPLETE, [float(value) for value in values]
-        else:
-            state, told = TrialState.FAIL, None
-        self._ot_study.tell(self._ot_trials[trial_id], told, state=state)
-        self._completed_trials.add(trial_id)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class DefineByRun:
-    """The space's define-by-run function as OptunaSearch wants it: the sampled config goes
-    under :data:`OVERRIDES_KEY` (a class, not a lambda: the searcher's state is pickled)."""
-
-    def __init__(self, space: SearchSpace):
-        self.space = space
-
-    def __call__(self, trial) -> dict:
-        return {OVERRIDES_KEY: self.space.suggest(trial)}
-
-
-def trial_folder_name(trial) -> str:
-    return f"trial-{trial.trial_id}"
-
-
-class EpochASHA(AsyncHyperBandScheduler):
-    """ASHA on completed epochs that never stops a trial on its last epoch.
-
-    A trial's last epoch ends its job anyway; stopping it there would kill the trial before it
-    records its final evaluation and closes its run, and it would count as pruned.
-    """
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if result.get("epochs_completed", 0) >= result.get("epochs_total", math.inf):
-            return TrialScheduler.CONTINUE
-        return decision
-
-
-def build_sampler(space: SearchSpace):
-    import optuna
-
-    if space.multi_objective:
-        return optuna.samplers.NSGAIISampler(seed=space.budget.seed)
-    return optuna.samplers.TPESampler(seed=space.budget.seed)
-
-
-def build_scheduler(space: SearchSpace):
-    if space.budget.scheduler == "none":
-        return None
-    objective = space.objectives[0]
-    return EpochASHA(
-        time_attr="epochs_completed",
-        metric=objective.metric,
-        mode=objective.mode,
-        max_t=max_epochs(space) + 1,  # +1: ASHA's own stop at max_t never fires
-        grace_period=space.budget.grace_epochs,
-        reduction_factor=space.budget.reduction_factor,
-        stop_last_trials=False,
-    )
-
-
-def max_epochs(space: SearchSpace) -> int:
-    """The most epochs any trial runs (``optim.epochs`` may itself be searched)."""
-    return space.max_epochs
-
 
 # -- one trial ----------------------------------------------------------------------------------
 
@@ -359,7 +141,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         verbose=context.verbose,
         close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
     )
-    final = {key: value for key, value in result.metrics.items() if _finite(value)}
+    final = {key: value for key, value in result.metrics.items() if finite_number(value)}
     final.update({FINISHED_KEY: 1, "mlflow_run_id": result.run_id})
     if result.checkpoint:
         final["checkpoint"] = result.checkpoint
@@ -376,181 +158,6 @@ def _finished_run(experiment, job: str):
     if run.data.tags.get(tracking.STATUS_TAG, "finished") != "finished":
         return None  # pruned: its run is FINISHED too, but it never ran its last epoch
     return run
-
-
-# -- the driver's callbacks -----------------------------------------------------------------------
-
-
-def sampled_params(trial) -> dict[str, Any]:
-    """What Optuna sampled for a Tune trial, by parameter name."""
-    return {k: v for k, v in trial.config.items() if k not in (OVERRIDES_KEY, NUMBER_KEY)}
-
-
-def trial_status(trial) -> str:
-    """finished / pruned / failed / unfinished, from Tune's trial and its last result."""
-    if trial.status == "ERROR":
-        return "failed"
-    if trial.status != "TERMINATED":
-        return "unfinished"
-    return "finished" if (trial.last_result or {}).get(FINISHED_KEY) else "pruned"
-
-
-def _error_text(trial) -> str:
-    try:
-        error = trial.get_error()
-    except Exception:  # the error file may be gone; the status says enough then
-        error = None
-    if error is None:
-        return "the trial failed (no error recorded)"
-    text = str(error).strip().splitlines()
-    # Tune's error text ends with the innermost exception line.
-    return " ".join(text[-1].split())[:2000] if text else type(error).__name__
-
-
-class TrialRuns(tune.Callback):
-    """Closes each trial's MLflow run when the trial ends, tagged with how it ended.
-
-    Pruned runs end FINISHED with ``raysearch.status=pruned`` and their surplus checkpoints
-    are removed (a stopped job leaves more than ``checkpoint.keep``).
-    """
-
-    def __init__(self, tracking_uri: str, experiment: str, search: str, jobs: Path, keep: int):
-        self.tracking_uri = tracking_uri
-        self.experiment = experiment
-        self.search = search
-        self.jobs_folder = jobs
-        self.keep = keep
-        self._client = None
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = tracking.client(self.tracking_uri)
-        return self._client
-
-    def __getstate__(self) -> dict:
-        # Tune pickles its RunConfig with the callbacks; a database client does not pickle.
-        return {**self.__dict__, "_client": None}
-
-    def _run_id(self, trial) -> str | None:
-        number = trial.config.get(NUMBER_KEY)
-        if number is None:
-            return None
-        run = tracking.find_job_run(
-            self.client, self.experiment, trial_job_name(self.search, int(number))
-        )
-        return run.info.run_id if run is not None else None
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        status = "finished" if (trial.last_result or {}).get(FINISHED_KEY) else "pruned"
-        if status == "pruned":
-            trim_checkpoints(
-                self.jobs_folder / trial_job_name(self.search, int(trial.config[NUMBER_KEY])),
-                self.keep,
-            )
-        if run_id is None:
-            return
-        self.client.set_tag(run_id, tracking.STATUS_TAG, status)
-        if status == "pruned":
-            epochs = (trial.last_result or {}).get("epochs_completed")
-            self.client.set_tag(run_id, "raysearch.pruned_after_epochs", str(epochs))
-            self.client.set_terminated(run_id, status="FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        if run_id is None:
-            return
-        self.client.set_tag(run_id, tracking.STATUS_TAG, "failed")
-        tracking.end_run(self.client, run_id, error=_error_text(trial))
-
-
-def trim_checkpoints(job_folder: Path, keep: int) -> None:
-    """Keep the ``keep`` latest ``checkpoint_*`` folders of a Train job (names sort by time)."""
-    checkpoints = sorted(p for p in job_folder.glob("checkpoint_*") if p.is_dir())
-    for folder in checkpoints[: max(0, len(checkpoints) - keep)]:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class Progress(tune.Callback):
-    """One line per trial event and a running tally, instead of Ray's tables.
-
-    The tally is counted from Tune's trials each time, so a resumed search counts the trials
-    that ended before it was interrupted.
-    """
-
-    def __init__(self, space: SearchSpace, total: int, out: Callable[[str], None]):
-        self.space = space
-        self.total = total
-        self.out = out
-        self.started = time.monotonic()
-
-    def __getstate__(self) -> dict:
-        # Tune pickles its RunConfig with the callbacks; the console is this process's.
-        return {**self.__dict__, "out": print}
-
-    def _say(self, text: str) -> None:
-        elapsed = int(time.monotonic() - self.started)
-        self.out(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}")
-
-    @staticmethod
-    def _number(trial) -> int:
-        return int(trial.config.get(NUMBER_KEY, -1))
-
-    def _metrics(self, result: dict) -> str:
-        shown = dict.fromkeys([*self.space.metrics, "clean_leaf", "robust_leaf"])
-        return ", ".join(
-            f"{name} {result[name]:.3f}" for name in shown if _finite(result.get(name))
-        )
-
-    def _tally(self, trials, ending, outcome: str) -> str:
-        # Tune calls back before it marks the ending trial TERMINATED / ERROR.
-        statuses = [outcome if t is ending else trial_status(t) for t in trials]
-        counts = {status: statuses.count(status) for status in ("finished", "pruned", "failed")}
-        running = sum(t.status == "RUNNING" for t in trials if t is not ending)
-        text = (
-            f"{sum(counts.values())}/{self.total} done ({counts['finished']} finished, "
-            f"{counts['pruned']} pruned, {counts['failed']} failed), {running} running"
-        )
-        objective = self.space.objectives[0]
-        sign = 1 if objective.mode == "max" else -1
-        finished = [
-            (trial.last_result[objective.metric], self._number(trial))
-            for trial, status in zip(trials, statuses, strict=True)
-            if status == "finished" and _finite((trial.last_result or {}).get(objective.metric))
-        ]
-        if finished:
-            value, number = max(finished, key=lambda item: (sign * item[0], -item[1]))
-            text += f"; best {objective.metric} {value:.3f} (trial {number})"
-        return text
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._say(f"trial {self._number(trial)} started: {describe_params(sampled_params(trial))}")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get(FINISHED_KEY):
-            return
-        epoch, total = result.get("epochs_completed"), result.get("epochs_total")
-        if epoch is None:
-            return
-        self._say(
-            f"trial {self._number(trial)} epoch {int(epoch)}/{int(total)}: {self._metrics(result)}"
-        )
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        number = self._number(trial)
-        outcome = "finished" if result.get(FINISHED_KEY) else "pruned"
-        if outcome == "finished":
-            self._say(f"trial {number} finished: {self._metrics(result)}")
-        else:
-            epoch = result.get("epochs_completed", "?")
-            self._say(f"trial {number} pruned by ASHA after epoch {epoch}: {self._metrics(result)}")
-        self._say(self._tally(trials, trial, outcome))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"trial {self._number(trial)} failed: {_error_text(trial)}")
-        self._say(self._tally(trials, trial, "failed"))
 
 
 # -- the search ---------------------------------------------------------------------------------
@@ -662,7 +269,7 @@ def _rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
                 epochs=int(result.get("epochs_completed", 0) or 0),
                 seconds=float(result.get("time_total_s", 0.0) or 0.0),
                 run_id=run.info.run_id if run is not None else None,
-                error=_error_text(trial) if status == "failed" else None,
+                error=error_text(trial) if status == "failed" else None,
             )
         )
     return rows
@@ -678,18 +285,6 @@ def space_param_names(space: SearchSpace, rows: list[TrialRow]) -> list[str]:
             ordered.append(param.name)
     seen = {name for row in rows for name in row.params}
     return [name for name in ordered if name in seen] + sorted(seen - set(ordered))
-
-
-def recorded_status(trial, run) -> str:
-    """How a trial ended, as :class:`TrialRuns` recorded it on its run when it ended.
-
-    Tune marks the trials it stops on Ctrl-C TERMINATED like finished or pruned ones, without
-    calling back: a trial whose run has no status tag did not end (it resumes with --resume).
-    """
-    recorded = run.data.tags.get(tracking.STATUS_TAG) if run is not None else None
-    if recorded in ("finished", "pruned", "failed"):
-        return recorded
-    return "failed" if trial.status == "ERROR" else "unfinished"
 
 
 def _close_orphans(study, client, experiment: str, parent_run_id: str, interrupted: bool) -> None:
@@ -893,7 +488,7 @@ def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSp
     if result.best:
         best = result.best[0]
         for metric in space.metrics:
-            if _finite(best.metrics.get(metric)):
+            if finite_number(best.metrics.get(metric)):
                 metrics.append(Metric(f"best_{metric}", float(best.metrics[metric]), stamp, 0))
         client.set_tag(parent_id, "raysearch.best_trial", str(best.number))
         if best.run_id:
@@ -916,7 +511,6 @@ def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSp
 
 
 __all__ = [
-    "EpochASHA",
     "FINISHED_KEY",
     "SearchPaths",
     "SearchResult",

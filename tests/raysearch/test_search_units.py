@@ -18,27 +18,26 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from raysearch.runtime import DRIVER_RESOURCE, TrialFootprint
-from raysearch.search import (
+from raysearch.search import _concurrency, space_param_names
+from raysearch.search_callbacks import Progress, trial_status, trim_checkpoints
+from raysearch.search_report import TrialRow
+from raysearch.search_state import (
     FINISHED_KEY,
     NUMBER_KEY,
     OVERRIDES_KEY,
-    DefineByRun,
-    EpochASHA,
-    Progress,
-    StudySearch,
-    _concurrency,
-    build_sampler,
-    build_scheduler,
-    max_epochs,
     optuna_storage_url,
     resolve_search_name,
     searches_folder,
-    space_param_names,
     trial_job_name,
-    trial_status,
-    trim_checkpoints,
 )
-from raysearch.search_report import TrialRow
+from raysearch.search_strategy import (
+    DefineByRun,
+    EpochASHA,
+    StudySearch,
+    build_sampler,
+    build_scheduler,
+    max_epochs,
+)
 from search_spaces.loader import load_space, space_from_dict
 from trainables.errors import UserInputError
 
@@ -487,7 +486,7 @@ def test_a_new_search_is_named_after_the_space_and_the_time(tmp_path):
 
 def test_two_searches_started_within_a_second_get_different_names(tmp_path, monkeypatch):
     space = _space(tmp_path, name="demo")
-    monkeypatch.setattr("raysearch.search.time.strftime", lambda fmt: "20250102-030405")
+    monkeypatch.setattr("raysearch.search_state.time.strftime", lambda fmt: "20250102-030405")
     searches = tmp_path / "searches"
     assert resolve_search_name(space, None, resume=False) == "demo-20250102-030405"
     (searches / "demo-20250102-030405").mkdir(parents=True)
@@ -662,7 +661,7 @@ class _TuneTrial:
     ],
 )
 def test_a_trial_ended_only_when_its_run_records_how(tune_status, tags, expected):
-    from raysearch.search import recorded_status
+    from raysearch.search_callbacks import recorded_status
 
     assert recorded_status(_TuneTrial(tune_status), _Run(tags)) == expected
     if not tags:
