@@ -25,13 +25,17 @@ def test_demo_prints_dataset_trees_report_and_a_search(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["demo", "--trials", "1"]) == 0
     out = capsys.readouterr().out
-    assert "[1/4] embedded dataset: 20 classes" in out
+    assert "[1/6] embedded dataset: 20 classes" in out
     assert "form (depth 3: 20/8/3/2)" in out
     assert "loaded from the cache" in out
     assert "leaf accuracy under PGD-10 L-inf eps=8/255" in out
-    assert "[4/4] search demo.yaml: 1 trials" in out
+    assert "[4/6] search demo.yaml: 1 trials" in out
     assert "trial 0 finished" in out
     assert "Pareto front (robust_leaf vs clean_leaf): trials 0" in out
+    assert "[5/6] registered trial 0 as raysearch-demo version 1, alias champion" in out
+    assert "[6/6] models:/raysearch-demo@champion on example.png" in out
+    assert "      leaf: " in out
+    assert "raysearch predict --model models:/raysearch-demo@champion" in out
     assert (tmp_path / "mlflow.db").is_file()
     assert len(list((tmp_path / "ray_results" / "searches").glob("demo-*/report/summary.csv"))) == 1
 
