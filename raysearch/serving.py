@@ -147,23 +147,22 @@ def predictions_frame(predictions: list[dict]):
 def _pyfunc_base():
     import mlflow.pyfunc
 
+    # MLflow asks for type hints on predict to validate inputs; the inputs here come in
+    # several formats (see the module docstring), checked by images_from_input instead. The
+    # filter goes in after MLflow's import, which resets the warning filters.
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     return mlflow.pyfunc.PythonModel
 
 
-with warnings.catch_warnings():
-    # MLflow asks for type hints on predict to validate inputs; the inputs here are several
-    # formats (see the module docstring), checked by images_from_input instead.
-    warnings.simplefilter("ignore", UserWarning)
+class HierarchicalClassifierModel(_pyfunc_base()):
+    """The registered model: a package folder (artifact ``package``) and the code above."""
 
-    class HierarchicalClassifierModel(_pyfunc_base()):
-        """The registered model: a package folder (artifact ``package``) and the code above."""
+    def load_context(self, context) -> None:
+        from raysearch.model_package import load_classifier
 
-        def load_context(self, context) -> None:
-            from raysearch.model_package import load_classifier
+        self.classifier = load_classifier(Path(context.artifacts["package"]))
+        self.image_size = input_size(self.classifier)
 
-            self.classifier = load_classifier(Path(context.artifacts["package"]))
-            self.image_size = input_size(self.classifier)
-
-        def predict(self, context, model_input, params=None):
-            images = images_from_input(model_input, self.image_size)
-            return predictions_frame(predict_levels(self.classifier, images))
+    def predict(self, context, model_input, params=None):
+        images = images_from_input(model_input, self.image_size)
+        return predictions_frame(predict_levels(self.classifier, images))
