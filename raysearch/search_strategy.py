@@ -26,9 +26,33 @@ class StudySearch(OptunaSearch):
     - Intermediate values are reported by completed epochs, not Tune iterations (those restart
       when a search resumes), and only when the result carries the metric.
     - The Optuna trial number goes into the trial's config, so runs and jobs are named by it.
+    - After a driver was killed, trials the study holds but Tune lost are taken over
+      (:meth:`restore`).
     """
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the saved state, then adopt the study's orphans.
+
+        A driver killed after asking the study for a trial but before Tune saved that trial
+        leaves it RUNNING in the study and unknown to the restored search. The next trials
+        Tune asks for take those over, in order: same number, same sampled values (Optuna
+        returns a trial's stored value when it is asked again), so the same job, checkpoints
+        and MLflow run, instead of a new trial beside an abandoned one.
+        """
+        super().restore(checkpoint_path)
+        from optuna.trial import TrialState
+
+        known = {trial.number for trial in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self._orphans = [trial for trial in running if trial.number not in known]
+
     def suggest(self, trial_id: str) -> dict | None:
+        orphans = getattr(self, "_orphans", [])
+        if trial_id not in self._ot_trials and orphans:
+            import optuna
+
+            orphan = orphans.pop(0)
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
         config = super().suggest(trial_id)
         if config is not None:
             config[NUMBER_KEY] = self._ot_trials[trial_id].number

@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
 def _promote_and_predict(result, space) -> None:
     """Register the best trial (highest robust leaf accuracy on the front) and use it once."""
     import os
-    import warnings
 
     from raysearch import tracking
     from raysearch.model_package import fetch_package, load_classifier
@@ -85,14 +84,9 @@ def _promote_and_predict(result, space) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = tracking.client(result.tracking_uri)
     best = result.best[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        promotion = promote(
-            client,
-            client.get_run(best.run_id),
-            name=DEMO_MODEL,
-            search_run_id=result.parent_run_id,
-        )
+    promotion = promote(
+        client, client.get_run(best.run_id), name=DEMO_MODEL, search_run_id=result.parent_run_id
+    )
     state = "registered" if promotion.created else "already registered"
     print(
         f"[5/{STEPS}] {state} trial {best.number} as {DEMO_MODEL} version {promotion.version}, "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
 from raysearch.commands.models import add_store_options, tracking_uri
 
@@ -57,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
         min_clean=args.min_clean,
         run_id=args.run,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MLflow suggests type hints for signature inference
-        result = promote(
-            client, chosen, name=args.name, alias=args.alias, search_run_id=search.info.run_id
-        )
+    result = promote(
+        client, chosen, name=args.name, alias=args.alias, search_run_id=search.info.run_id
+    )
     metrics = {k: chosen.data.metrics.get(k) for k in ("clean_leaf", "robust_leaf", "transfer")}
     if args.json:
         print(json.dumps({**result.__dict__, "metrics": metrics}, indent=2))

@@ -666,3 +666,21 @@ def test_a_trial_ended_only_when_its_run_records_how(tune_status, tags, expected
     assert recorded_status(_TuneTrial(tune_status), _Run(tags)) == expected
     if not tags:
         assert recorded_status(_TuneTrial(tune_status), None) == expected
+
+
+def test_a_restored_search_takes_over_the_trials_a_killed_driver_left_running(study_dir):
+    before = _searcher(study_dir)
+    first = before.suggest("t0")
+    before.save(str(study_dir / "searcher.pkl"))  # Tune's last save knew trial 0 only
+    lost = before.suggest("t1")  # asked, its run maybe started, then the driver was killed
+
+    after = _searcher(study_dir)
+    after.restore(str(study_dir / "searcher.pkl"))
+    again = after.suggest("t1-after-resume")
+    assert again[NUMBER_KEY] == lost[NUMBER_KEY] == 1  # same number: same job and MLflow run
+    assert again[OVERRIDES_KEY] == lost[OVERRIDES_KEY]  # and the same sampled values
+    assert after.suggest("t2")[NUMBER_KEY] == 2  # then new trials as usual
+    after.on_trial_complete("t1-after-resume", {"robust_leaf": 0.5, FINISHED_KEY: 1})
+    states = {trial.number: trial.state.name for trial in _stored(study_dir)}
+    assert states == {0: "RUNNING", 1: "COMPLETE", 2: "RUNNING"}
+    assert first[NUMBER_KEY] == 0
