@@ -4,7 +4,8 @@
 named run) and refuses one that cannot become a model: FAILED, pruned, unfinished or without a
 checkpoint. :func:`promote` packages it (:mod:`raysearch.model_package`), logs it into the
 trial's run as a pyfunc model whose code is ``raysearch/pyfunc_entry.py`` (nothing pickled),
-registers it as a new version of the model with lineage tags, and moves the alias to it.
+registers it as a new version of the model with lineage tags (trial run, search run, job, config
+hash, code version), and moves the alias to it.
 Promoting the same run again finds its version instead of creating another.
 """
 
@@ -138,6 +139,20 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
+def config_hash(client, run_id: str) -> str:
+    """A stable hash of the run's experiment config (its ``inputs/config.json``)."""
+    import json
+
+    from trainables.cache import content_key
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = client.download_artifacts(run_id, "inputs/config.json", scratch)
+        except Exception:
+            return ""
+        return content_key(json.loads(Path(path).read_text()), length=16)
+
+
 def _existing_version(client, name: str, run_id: str):
     try:
         versions = client.search_model_versions(f"name = '{name}'")
@@ -169,11 +184,11 @@ def promote(
         return Promotion(
             name, str(existing.version), alias, run_id, search_run_id, False, existing.source
         )
-    config_hash = run.data.tags.get(tracking.JOB_TAG, "")
     lineage = {
         SOURCE_RUN_TAG: run_id,
         "raysearch.search_run": search_run_id or "",
-        "raysearch.job": config_hash,
+        "raysearch.job": run.data.tags.get(tracking.JOB_TAG, ""),
+        "raysearch.config_hash": config_hash(client, run_id),
         "raysearch.code_version": code_version(),
     }
     previous = mlflow.get_tracking_uri()

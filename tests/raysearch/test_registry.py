@@ -57,6 +57,7 @@ def test_promote_registers_one_version_with_its_alias_lineage_and_files(
     assert tags["raysearch.trial_run"] == best.run_id
     assert tags["raysearch.search_run"] == searched["result"].parent_run_id
     assert tags["raysearch.job"].endswith("-trial-001") and tags["raysearch.code_version"]
+    assert len(tags["raysearch.config_hash"]) == 16
     mlflow.set_tracking_uri(_uri(searched))  # models:/ URIs resolve in the registry
     try:
         folder = Path(
