@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from raysearch.commands.models import resolve_tracking_uri
 from trainables.errors import must
 
 
@@ -49,21 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def tracking_uri(given: str | None) -> str:
-    """``--tracking-uri``, else what the experiment config's default resolves to."""
-    from raysearch.config import MlflowSettings
-
-    if given is not None and not given.strip():
-        raise must("--tracking-uri", "a tracking URI such as sqlite:///mlflow.db", given)
-    return MlflowSettings(tracking_uri=given).resolved_tracking_uri()
-
-
 def run(args: argparse.Namespace) -> int:
     from raysearch import inspection
 
     if not args.experiment:
         raise must("--experiment", "a non-empty name", args.experiment)
-    uri = tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri)
     client = inspection.open_store(uri)
     if args.search is None:
         searches = inspection.list_searches(client, args.experiment)

@@ -1,4 +1,4 @@
-"""Options shared by the commands that read MLflow (promote, predict, evaluate)."""
+"""Options shared by the commands that read MLflow (inspect, ui, promote, predict, evaluate)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,17 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def tracking_uri(args: argparse.Namespace) -> str:
+def resolve_tracking_uri(given: str | None) -> str:
+    """``--tracking-uri``, else what the experiment config's default resolves to."""
     from raysearch.config import MlflowSettings
+    from trainables.errors import must
 
+    if given is not None and not given.strip():
+        raise must("--tracking-uri", "a tracking URI such as sqlite:///mlflow.db", given)
     # Artifact downloads draw progress bars on the console otherwise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return MlflowSettings(tracking_uri=args.tracking_uri).resolved_tracking_uri()
+    return MlflowSettings(tracking_uri=given).resolved_tracking_uri()
+
+
+def tracking_uri(args: argparse.Namespace) -> str:
+    return resolve_tracking_uri(args.tracking_uri)

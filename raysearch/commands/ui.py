@@ -71,9 +71,9 @@ def ui_url(host: str, port: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raysearch.commands.inspect import tracking_uri
+    from raysearch.commands.models import resolve_tracking_uri
 
-    uri = tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {uri} (the tracking server serves its own UI)")
         return 0

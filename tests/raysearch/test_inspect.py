@@ -17,8 +17,8 @@ import pytest
 
 from raysearch import cli, tracking
 from raysearch import inspection as inspect_lib
-from raysearch.commands import inspect as inspect_command
 from raysearch.commands import ui as ui_command
+from raysearch.commands.models import resolve_tracking_uri
 
 T0 = 1_700_000_000_000  # ms since the epoch: the demo search's start
 SEARCH = "demo-20240101-120000"
@@ -371,10 +371,10 @@ def test_a_missing_local_store_is_not_created(tmp_path, capsys):
 def test_default_tracking_uri_is_the_configs(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert inspect_command.tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
-    assert inspect_command.tracking_uri(None) == "http://mlflow.internal:5000"
-    assert inspect_command.tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert resolve_tracking_uri(None) == "http://mlflow.internal:5000"
+    assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
 
 
 def test_a_search_without_trial_runs_lists_none(store, capsys):
