@@ -60,6 +60,8 @@ def ray_local():
             resources={DRIVER_RESOURCE: 8},  # search trials' drivers (raysearch.runtime)
             dashboard_host="127.0.0.1",
             include_dashboard=True,
+            # Worker output would interleave with what the CLI tests read from stderr.
+            log_to_driver=False,
         )
     yield ray
     ray.shutdown()

@@ -222,6 +222,10 @@ def test_inspect_lists_every_trial_of_the_search_with_its_metrics(searched, caps
         shown = trials[row.number]
         assert shown["status"] == row.status and shown["run_id"] == row.run_id
         assert shown["params"]["evaluation.eps"] == str(row.params["evaluation.eps"])
+        if row.status != "finished":
+            # A pruned trial's workers may log one more epoch to MLflow before the stop reaches
+            # them; the search's row holds the epoch ASHA judged.
+            continue
         for metric in ("clean_leaf", "robust_leaf"):
             assert math.isclose(shown["metrics"][metric], row.metrics[metric])
     assert "worst_superclass" in trials[1]["metrics"]  # measured after the last epoch only
