@@ -17,12 +17,12 @@ back by :func:`load_classifier`, which the registered pyfunc model, ``raysearch 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
+from trainables.cache import content_key
 from trainables.errors import must
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -84,7 +84,8 @@ def write_package(
 
 
 def package_from_run(client, run_id: str, folder: Path, lineage: dict[str, str]) -> Path:
-    """Build the package of a finished training run from its MLflow artifacts.
+    """Build the package of a finished training run from its MLflow artifacts; the lineage
+    gains ``raysearch.config_hash``, a stable hash of the run's experiment config.
 
     Refuses (one line) a run without a checkpoint or without its inputs.
     """
@@ -109,13 +110,14 @@ def package_from_run(client, run_id: str, folder: Path, lineage: dict[str, str])
             profile = None
         # Our own checkpoint, but read as untrusted: tensors and plain containers only.
         state = torch.load(state_path, map_location="cpu", weights_only=True)["model"]
+        config_dict = json.loads((inputs / CONFIG_FILE).read_text())
         return write_package(
             folder,
             state=state,
-            config_dict=json.loads((inputs / CONFIG_FILE).read_text()),
+            config_dict=config_dict,
             trees_dict=json.loads((inputs / TREES_FILE).read_text()),
             profile=profile,
-            lineage=lineage,
+            lineage={**lineage, "raysearch.config_hash": content_key(config_dict, length=16)},
         )
 
 
@@ -160,11 +162,6 @@ def load_classifier(folder: Path, device: str | torch.device = "cpu"):
     classifier.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     classifier = classifier.with_forest(forest).to(device)
     return classifier.eval()
-
-
-def copy_package(source: Path, target: Path) -> Path:
-    shutil.copytree(locate_package(source), target, dirs_exist_ok=True)
-    return target
 
 
 def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:

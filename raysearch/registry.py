@@ -139,20 +139,6 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-def config_hash(client, run_id: str) -> str:
-    """A stable hash of the run's experiment config (its ``inputs/config.json``)."""
-    import json
-
-    from trainables.cache import content_key
-
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            path = client.download_artifacts(run_id, "inputs/config.json", scratch)
-        except Exception:
-            return ""
-        return content_key(json.loads(Path(path).read_text()), length=16)
-
-
 def _existing_version(client, name: str, run_id: str):
     try:
         versions = client.search_model_versions(f"name = '{name}'")
@@ -175,7 +161,7 @@ def promote(
     """Register ``run`` as a version of model ``name`` and point ``alias`` at it."""
     import mlflow
 
-    from raysearch.model_package import package_from_run
+    from raysearch.model_package import package_from_run, read_meta
 
     run_id = run.info.run_id
     existing = _existing_version(client, name, run_id)
@@ -188,7 +174,6 @@ def promote(
         SOURCE_RUN_TAG: run_id,
         "raysearch.search_run": search_run_id or "",
         "raysearch.job": run.data.tags.get(tracking.JOB_TAG, ""),
-        "raysearch.config_hash": config_hash(client, run_id),
         "raysearch.code_version": code_version(),
     }
     previous = mlflow.get_tracking_uri()
@@ -196,6 +181,7 @@ def promote(
     try:
         with tempfile.TemporaryDirectory() as scratch:
             package = package_from_run(client, run_id, Path(scratch) / "package", lineage)
+            lineage = read_meta(package)["lineage"]  # with the config hash
             with mlflow.start_run(run_id=run_id):
                 logged = mlflow.pyfunc.log_model(
                     name=MODEL_ARTIFACT,

@@ -340,9 +340,9 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
             raise must("--trials", "an integer >= 1", trials)
     total = trials if trials is not None else space.budget.trials
     search = resolve_search_name(space, name, resume)
+    searches = searches_folder(space)
     paths = SearchPaths(
-        searches_folder(space) / search,
-        optuna_storage_url(space.base.mlflow.resolved_tracking_uri(), searches_folder(space)),
+        searches / search, optuna_storage_url(space.base.mlflow.resolved_tracking_uri(), searches)
     )
     scaling = space.base.scaling
     footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)

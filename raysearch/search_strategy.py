@@ -146,13 +146,8 @@ def build_scheduler(space: SearchSpace):
         time_attr="epochs_completed",
         metric=objective.metric,
         mode=objective.mode,
-        max_t=max_epochs(space) + 1,  # +1: ASHA's own stop at max_t never fires
+        max_t=space.max_epochs + 1,  # +1: ASHA's own stop at max_t never fires
         grace_period=space.budget.grace_epochs,
         reduction_factor=space.budget.reduction_factor,
         stop_last_trials=False,
     )
-
-
-def max_epochs(space: SearchSpace) -> int:
-    """The most epochs any trial runs (``optim.epochs`` may itself be searched)."""
-    return space.max_epochs

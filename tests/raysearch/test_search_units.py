@@ -36,7 +36,6 @@ from raysearch.search_strategy import (
     StudySearch,
     build_sampler,
     build_scheduler,
-    max_epochs,
 )
 from search_spaces.loader import load_space, space_from_dict
 from trainables.errors import UserInputError
@@ -427,7 +426,7 @@ def test_a_grace_period_longer_than_every_trial_is_refused_or_harmless():
     ],
 )
 def test_max_epochs_is_the_most_epochs_a_trial_can_sample(space, overrides, expected):
-    assert max_epochs(_space(space=space, overrides=overrides)) == expected
+    assert _space(space=space, overrides=overrides).max_epochs == expected
 
 
 # -- where a search lives -------------------------------------------------------------------
