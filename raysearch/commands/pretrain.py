@@ -7,9 +7,12 @@ import json
 import time
 
 from raysearch.report import format_zero_shot_report, show_progress_logs
+from trainables.errors import must
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from trainables.pretrain import PretrainSettings
+
     parser = subparsers.add_parser(
         "pretrain",
         help="build (once) or load the embedded base CLIP and print its zero-shot report",
@@ -18,7 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--seed", type=int, default=0, help="pretraining seed (default 0)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1000)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"optimiser steps (default {PretrainSettings.steps})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's own choice); another thread count gives "
+        "other weights, and the cache does not tell them apart",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -42,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from trainables.hierarchy.shipped import load_shipped
     from trainables.pretrain import PretrainSettings, load_or_pretrain_base
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise must("--threads", "an integer >= 1", args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
     overrides = {"seed": args.seed}
     if args.steps is not None:
         overrides["steps"] = args.steps

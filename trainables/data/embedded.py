@@ -31,15 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainables.cache import cache_dir, content_key
+from trainables.cache import cache_dir, content_key, source_digest
 from trainables.data.embedded_taxonomy import LEAVES
 from trainables.errors import UserInputError, must
 
 if TYPE_CHECKING:
     import torch
 
-#: Bump whenever the drawing changes: it is part of every cache key.
-RENDER_VERSION = 2
+#: The modules whose source decides the bytes: their digest is part of every cache key, so an
+#: edit of the drawing, the seeding or the classes never reuses images rendered before it.
+RENDER_SOURCES: tuple[str, ...] = ("trainables.data.embedded", "trainables.data.embedded_taxonomy")
 #: Split names in seed order (the index is part of each chunk's seed).
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Images per render chunk. Part of the seeding scheme: changing it changes the data.
@@ -131,8 +132,8 @@ class EmbeddedSpec:
         return cls(**data)
 
     def key(self) -> str:
-        """Content key of the fields and :data:`RENDER_VERSION`; names the cache folder."""
-        return content_key({"render_version": RENDER_VERSION, **self.to_dict()})
+        """Content key of the fields and of the rendering code; names the cache folder."""
+        return content_key({"renderer": source_digest(*RENDER_SOURCES), **self.to_dict()})
 
 
 def _check_split(split: str) -> str:
@@ -600,7 +601,7 @@ def is_cached(spec: EmbeddedSpec) -> bool:
 
 def _metadata(spec: EmbeddedSpec, split: str) -> dict[bytes, bytes]:
     info = {
-        "render_version": RENDER_VERSION,
+        "renderer": source_digest(*RENDER_SOURCES),
         "spec": spec.to_dict(),
         "split": split,
         "image_shape": [spec.image_size, spec.image_size, 3],
