@@ -233,7 +233,7 @@ def pretrain(loaded: LoadedClip, forest, train_split, settings: PretrainSettings
     mean = torch.tensor(loaded.mean).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std).view(1, 3, 1, 1)
     generator = torch.Generator().manual_seed(settings.seed)
-    # Fused: one kernel over all parameters, a fifth of the step's time in the unfused loop.
+    # Fused: one kernel for all parameters; the unfused update took about an eighth of a step.
     optimizer = torch.optim.AdamW(
         _param_groups(model, settings.weight_decay), lr=settings.lr, fused=True
     )
