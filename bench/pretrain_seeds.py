@@ -42,7 +42,7 @@ def _run_all(pairs: list[tuple[int, int]], steps: int | None, cores: int, root: 
             seed, threads = pair = pending.pop(0)
             cache = root / f"seed{seed}-threads{threads}"
             env = {**os.environ, "RAYSEARCH_CACHE": str(cache), "OMP_NUM_THREADS": str(threads)}
-            log = open(root / f"seed{seed}-threads{threads}.log", "w")  # noqa: SIM115
+            log = open(root / f"seed{seed}-threads{threads}.log", "w")
             process = subprocess.Popen(
                 _command(seed, threads, steps), env=env, stdout=subprocess.PIPE, stderr=log
             )

@@ -320,7 +320,8 @@ def load_or_pretrain_base(
     settings = settings or PretrainSettings()
     spec = dataset_spec or EmbeddedSpec()
     forest = load_shipped("embedded")
-    directory = base_model_dir(settings, spec.key(), forest)
+    dataset_key = spec.key()
+    directory = base_model_dir(settings, dataset_key, forest)
     weights = directory / WEIGHTS_FILE
     with _file_lock(directory.with_suffix(".lock")):
         if weights.is_file():
@@ -343,7 +344,7 @@ def load_or_pretrain_base(
         report = {
             "model": settings.arch,
             "settings": asdict(settings),
-            "dataset": spec.key(),
+            "dataset": dataset_key,
             "pretraining": timing,
             **zero_shot_report(classifier, test.images, test.labels, attack=BASE_ATTACK),
         }
