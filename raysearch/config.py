@@ -15,7 +15,8 @@ The YAML layout (``search_spaces/embedded-experiment.yaml`` is a complete, comme
     attack: {...}                                 TrainingAttack (method.attack)
     optim: {...}                                  OptimSettings (seed: the top-level seed)
     evaluation: {eps, steps, step_size, norm}     AttackSettings (seed: the top-level seed)
-    data: {dataset, root, trees, train_size, eval_samples}
+    data: {dataset, root, trees, train_size, eval_samples, zeroshot_suite, zeroshot_samples,
+           zeroshot_every_epoch}
     model: {name, pretrained}
     scaling: {workers, cpus_per_worker, gpus_per_worker}
     checkpoint: {storage_path, keep, max_failures}
@@ -88,6 +89,8 @@ DEFAULT_TREES: dict[str, str | tuple[str, ...]] = {
     "cifar10": "cifar10-wordnet",
     "cifar100": ("cifar100-wordnet", "cifar100-coarse"),
 }
+#: The zero-shot suite a dataset's jobs evaluate when ``data.zeroshot_suite`` is "auto".
+DEFAULT_SUITES: dict[str, str] = {"embedded": "embedded-zeroshot"}
 
 #: Fields of MethodSettings written as top-level sections of their own.
 _HOISTED = ("head", "loss", "attack")
@@ -123,7 +126,14 @@ class DataSettings:
             of a shipped forest (``embedded/form``), a tree file, or a list of these (joined into
             one forest). Null = the dataset's default (:data:`DEFAULT_TREES`).
         train_size: training images used; null = the whole training split.
-        eval_samples: test images evaluated (clean and under attack). Default 1000.
+        eval_samples: images evaluated per split (clean and under attack): the validation
+            split every epoch (what selection reads), the test split once at the end (reported
+            as ``test/...``). Default 1000.
+        zeroshot_suite: the zero-shot suite evaluated after the last epoch (``zeroshot_clean``,
+            ``zeroshot_robust``, per dataset ``zeroshot/<dataset>/...``); "auto" = the
+            dataset's default (:data:`DEFAULT_SUITES`), null = none.
+        zeroshot_samples: images per suite dataset and split. Default 200.
+        zeroshot_every_epoch: evaluate the suite after every epoch, not only the last.
     """
 
     dataset: str = "embedded"
@@ -131,6 +141,9 @@ class DataSettings:
     trees: str | tuple[str, ...] | None = None
     train_size: int | None = None
     eval_samples: int = 1000
+    zeroshot_suite: str | None = "auto"
+    zeroshot_samples: int = 200
+    zeroshot_every_epoch: bool = False
 
     def __post_init__(self) -> None:
         from trainables.data.registry import available_datasets
@@ -153,6 +166,16 @@ class DataSettings:
             raise must("data.train_size", ">= 1 or null", self.train_size)
         if self.eval_samples < 1:
             raise must("data.eval_samples", ">= 1", self.eval_samples)
+        from trainables.suites import SUITES
+
+        if self.zeroshot_suite == "auto":
+            object.__setattr__(self, "zeroshot_suite", DEFAULT_SUITES.get(self.dataset))
+        if self.zeroshot_suite is not None and self.zeroshot_suite not in SUITES:
+            raise must(
+                "data.zeroshot_suite", f"one of {['auto', *SUITES]} or null", self.zeroshot_suite
+            )
+        if self.zeroshot_samples < 1:
+            raise must("data.zeroshot_samples", ">= 1", self.zeroshot_samples)
 
 
 @dataclass(frozen=True)
@@ -840,4 +863,14 @@ def validate_with_data(config: ExperimentConfig) -> Forest:
             if not 1 <= depth <= top:
                 raise must("method.depths", f"between 1 and {top} for tree `{name}`", depth)
     training_forest(method, forest)
+    if config.data.zeroshot_suite is not None:
+        from trainables.suites import check_disjoint, get_suite
+
+        names = {
+            name
+            for tree in forest
+            for level in range(tree.depth + 1)
+            for name in tree.level_names(level)
+        }
+        check_disjoint(get_suite(config.data.zeroshot_suite), names)
     return forest

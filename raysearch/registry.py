@@ -100,6 +100,12 @@ def choose_trial(
         return run
     if metric is None:
         raise must("--metric", "given (or --run)", None)
+    if metric.startswith(("test/", "test.")):
+        raise must(
+            "--metric",
+            "a validation metric (test numbers are reported, never selected on)",
+            metric,
+        )
     candidates = []
     for run in trials:
         value = run.data.metrics.get(metric)

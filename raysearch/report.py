@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
-
-def format_eps(eps: float) -> str:
-    """Show eps as k/255 when it is one, as papers do."""
-    grey_levels = Fraction(eps * 255).limit_denominator(8)
-    if abs(float(grey_levels) / 255 - eps) < 1e-9:
-        return f"{grey_levels}/255"
-    return f"{eps:g}"
+from trainables.radii import format_eps  # noqa: F401  (re-exported: the CLI's formatter)
 
 
 def format_attack(attack: dict) -> str:

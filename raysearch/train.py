@@ -56,6 +56,9 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
         seed=config.seed,
         mlflow_tracking_uri=tracking_uri,
         mlflow_run_id=run_id,
+        zeroshot_suite=config.data.zeroshot_suite,
+        zeroshot_samples=config.data.zeroshot_samples,
+        zeroshot_every_epoch=config.data.zeroshot_every_epoch,
     )
 
 

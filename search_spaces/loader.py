@@ -20,13 +20,17 @@ The format (``search_spaces/demo.yaml`` is a complete, commented example)::
       attack.steps: {type: int, low: 1, high: 3}
       attack.eps: {type: fixed, value: 0.0156862745}
 
-Objectives: ``metric`` is one the training job reports (``clean_leaf``, ``robust_leaf``,
-``transfer``, ``loss``, or ``clean/<tree>/<level>`` for a tree of the base forest and a level
-from 0, the leaves, to the tree's depth); ``mode`` is ``max`` or ``min``.
+Objectives: ``metric`` is one the training job reports on the **validation** split
+(``clean_leaf``, ``robust_leaf``, ``transfer``, ``loss``, ``clean/<tree>/<level>`` for a tree of
+the base forest and a level from 0, the leaves, to the tree's depth, and with a zero-shot suite
+``zeroshot_clean``, ``zeroshot_robust`` and ``zeroshot/<dataset>/<clean|robust>``); ``mode`` is
+``max`` or ``min``. Test-split metrics (``test/...``) are reported, never selected on: they are
+refused here.
 
 Objectives measured only after a trial's last epoch (``transfer``, ``worst_superclass``: the
-lowest superclass-level accuracy under its own attack) cannot come first with ASHA, which
-compares trials after every epoch on the first objective.
+lowest superclass-level accuracy under its own attack; the zero-shot metrics unless
+``data.zeroshot_every_epoch`` is true) cannot come first with ASHA, which compares trials after
+every epoch on the first objective.
 
 Budget: ``trials`` >= 1 (default 8), ``concurrency`` >= 1 or ``auto`` (default 1; ``auto`` runs
 as many trials at once as the cluster has CPUs and GPUs for; an explicit number is also capped
@@ -90,7 +94,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +127,13 @@ __all__ = [
 
 #: Metrics every trial reports, whatever its trees.
 BASE_METRICS = ("clean_leaf", "robust_leaf", "transfer", "worst_superclass", "loss")
-#: Metrics measured only after a trial's last epoch (ASHA cannot compare trials on them).
+#: The zero-shot suite's averages (validation split), reported when the base config has a suite.
+ZEROSHOT_METRICS = ("zeroshot_clean", "zeroshot_robust")
+#: Metrics measured only after a trial's last epoch (ASHA cannot compare trials on them); the
+#: zero-shot metrics too, unless ``data.zeroshot_every_epoch`` is set.
 FINAL_METRICS = ("transfer", "worst_superclass")
+#: Reported, never selected on: the prefix of every test-split metric.
+TEST_PREFIX = "test/"
 #: Distribution types of ordinary parameters.
 DISTRIBUTIONS = ("categorical", "int", "float", "fixed")
 SCHEDULERS = ("asha", "none")
@@ -365,9 +374,17 @@ def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
 
     default_trees = tuple(base.method.trees or training_forest(base.method, forest).names)
 
-    objectives = _objectives(data.get("objective"), depths)
+    suite_datasets = ()
+    if base.data.zeroshot_suite is not None:
+        from trainables.suites import get_suite
+
+        suite_datasets = [entry.dataset for entry in get_suite(base.data.zeroshot_suite).datasets]
+    objectives = _objectives(data.get("objective"), depths, suite_datasets)
     budget = _budget(data.get("budget"))
-    if budget.scheduler == "asha" and objectives[0].metric in FINAL_METRICS:
+    final_only = objectives[0].metric in FINAL_METRICS or (
+        objectives[0].metric.startswith("zeroshot") and not base.data.zeroshot_every_epoch
+    )
+    if budget.scheduler == "asha" and final_only:
         raise must(
             "budget.scheduler",
             f"none when the first objective ({objectives[0].metric}) is only measured after the "
@@ -419,20 +436,36 @@ def _base_dict(base: Any, overrides: Any, folder: Path) -> dict[str, Any]:
     return read_config_dict(file, overrides)
 
 
-def _objectives(value: Any, depths: Mapping[str, int]) -> tuple[Objective, ...]:
+def _objectives(
+    value: Any, depths: Mapping[str, int], suite_datasets: Sequence[str] = ()
+) -> tuple[Objective, ...]:
     items = [value] if isinstance(value, Mapping) else value
     if not isinstance(items, list) or not 1 <= len(items) <= 2:
         raise must("objective", "one or two objectives {metric, mode}", value)
     allowed = list(BASE_METRICS) + [
         f"clean/{tree}/{level}" for tree, depth in depths.items() for level in range(depth + 1)
     ]
+    if suite_datasets:
+        allowed += list(ZEROSHOT_METRICS) + [
+            f"zeroshot/{name}/{kind}" for name in suite_datasets for kind in ("clean", "robust")
+        ]
     result = []
     for item in items:
         item = _mapping(item, "objective", "a mapping {metric, mode}")
         _keys(item, "objective", ("metric", "mode"))
         metric, mode = item.get("metric"), item.get("mode")
+        if isinstance(metric, str) and metric.startswith(TEST_PREFIX):
+            raise must(
+                "objective.metric",
+                "a validation metric (test/... numbers are reported, never selected on)",
+                metric,
+            )
         if metric not in allowed:
             shown = ", ".join(BASE_METRICS) + ", clean/<tree>/<level> of the base forest"
+            if suite_datasets:
+                shown += ", " + ", ".join(ZEROSHOT_METRICS) + ", zeroshot/<dataset>/<clean|robust>"
+            else:
+                shown += " (zeroshot_* need data.zeroshot_suite)"
             raise must("objective.metric", f"a reported metric ({shown})", metric)
         if mode not in MODES:
             raise must("objective.mode", f"one of {list(MODES)}", mode)

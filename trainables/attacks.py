@@ -10,6 +10,8 @@ during an attack. Each subclass implements only its loop.
 - :class:`EmbeddingPGD`: FARE's attack, which pushes image features away from reference
   features (REFERENCE.md).
 - :class:`AutoAttack`: APGD-CE + APGD-T for final numbers, run by torchattacks' own code.
+- :class:`SquareAttack`: Square (Andriushchenko et al.), a gradient-free sanity check: a head
+  that masks gradients stops PGD but not Square.
 
 Objectives work on the full logits ``[B, N]`` of a :class:`~trainables.model.ZeroShotClassifier`
 (or on its :class:`~trainables.model.HeadOutput`), so one forward serves every level:
@@ -581,3 +583,36 @@ class AutoAttack(Attack):
                 adversarial[remaining[hits]] = candidates[hits]
                 fooled[remaining[hits]] = True
         return adversarial
+
+
+class SquareAttack(Attack):
+    """Square, the score-based gradient-free attack, run by torchattacks' own code.
+
+    It only queries the logits, so it cannot be fooled by a head whose gradients vanish or lie
+    (clipped norms, quantisation): when it beats PGD by a wide margin, PGD's number overstates
+    robustness. Input range [0, 1]; L-inf ball of radius ``eps``; ``queries`` model evaluations
+    per image at most. Samples already misclassified come back unchanged.
+
+    Needs torchattacks (the ``eval`` extra).
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float, queries: int = 1000, seed: int = 0):
+        super().__init__(model)
+        self._torchattacks = _torchattacks()
+        if not eps > 0:
+            raise must("eps", "> 0", eps)
+        if queries < 1:
+            raise must("queries", ">= 1", queries)
+        self.eps, self.queries, self.seed = float(eps), int(queries), int(seed)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        attack = self._torchattacks.Square(
+            self.model, norm="Linf", eps=self.eps, n_queries=self.queries, seed=self.seed
+        )
+        devices = []
+        if images.device.type == "cuda":
+            index = images.device.index
+            devices = [torch.cuda.current_device() if index is None else index]
+        # torchattacks seeds the global generators: keep the caller's random state.
+        with torch.random.fork_rng(devices=devices):
+            return attack(images, labels.to(images.device)).to(images)

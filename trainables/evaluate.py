@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from trainables.attacks import PGD, AutoAttack
+from trainables.attacks import PGD, AutoAttack, SquareAttack
 from trainables.errors import must
 from trainables.model import LevelHead, ZeroShotClassifier
+from trainables.radii import format_eps
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,28 @@ def autoattack_accuracy(
     }
 
 
+@torch.no_grad()
+def projection_share(
+    classifier: ZeroShotClassifier, images: torch.Tensor, *, batch_size: int = 500
+) -> float | None:
+    """Share of image embeddings clipped onto the projection radius (None: euclidean head).
+
+    The Poincare head clips norms at ``(1 - eps) / sqrt(r)``; an embedding there has no radial
+    gradient, which can mask gradient-based attacks. Report it beside hyperbolic results.
+    """
+    if not classifier.head.hyperbolic:
+        return None
+    clipped = 0
+    with eval_mode(classifier):
+        limit = (1 - classifier.head.boundary_eps) * (1 - 1e-5)
+        for batch, _ in batches(images, torch.zeros(len(images)), batch_size):
+            features = classifier.encode_images(_as_float(batch))
+            embedded = classifier.image_embeddings(features)
+            radius = embedded.norm(dim=-1) * classifier.curvature.sqrt()
+            clipped += int((radius >= limit).sum())
+    return clipped / max(len(images), 1)
+
+
 def _mean_of(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else float("nan")
@@ -257,4 +280,119 @@ def zero_shot_report(
         "templates": list(classifier.templates),
         "clean": clean,
         "pgd_leaf": {"attack": attack.describe(), "leaf": attacked[first_tree][0]},
+    }
+
+
+#: How much a robust accuracy may rise with a stronger attack before the check calls it out
+#: (random starts differ between runs; one or two images on a few hundred).
+MONOTONE_TOLERANCE = 0.01
+#: How far the gradient-free attack may beat PGD before PGD's number is called overstated.
+GRADIENT_FREE_MARGIN = 0.05
+
+
+@torch.no_grad()
+def _correct(head, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return head(images).argmax(dim=1) == targets
+
+
+def zero_gradient_share(head, images: torch.Tensor, targets: torch.Tensor) -> float:
+    """Share of images whose cross-entropy gradient w.r.t. the pixels is exactly zero.
+
+    A healthy head gives every correctly classified image a gradient; zeros (quantised or
+    saturated logits, clipped norms) leave PGD's sign step nothing to follow.
+    """
+    images = images.detach().clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(head(images), targets, reduction="sum")
+    (gradient,) = torch.autograd.grad(loss, images)
+    return float((gradient.flatten(1).abs().amax(dim=1) == 0).float().mean())
+
+
+def attack_strength(
+    classifier: ZeroShotClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    eps_grid: tuple[float, ...],
+    steps_grid: tuple[int, ...] = (5, 10, 20),
+    tree: str | None = None,
+    level: int = 0,
+    square_queries: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """The checks a robustness reviewer asks for before trusting a PGD number.
+
+    On level ``level`` of ``tree`` (default: the leaves of the first tree):
+
+    - ``pgd_by_eps``: PGD-``max(steps_grid)`` accuracy over ``eps_grid``; must not rise with eps;
+    - ``pgd_by_steps``: PGD accuracy at ``eps`` over ``steps_grid``; must not rise with steps;
+    - ``square``: the gradient-free Square attack at ``eps``; must not beat the strongest PGD by
+      more than :data:`GRADIENT_FREE_MARGIN`;
+    - ``worst_case``: accuracy when an image counts as broken if PGD or Square breaks it;
+    - ``zero_gradient_share`` and, for a hyperbolic head, ``at_projection_radius``.
+
+    ``problems`` lists every failed check in words (empty: the checks pass), so a gradient-masked
+    head is caught rather than reported as robust.
+    """
+    tree = tree or classifier.layout.tree_names[0]
+    head = LevelHead(classifier, tree, level)
+    problems: list[str] = []
+    with eval_mode(classifier):
+        x = _as_float(images)
+        targets = classifier.layout.level_targets(labels, tree, level)
+        strongest = max(steps_grid)
+
+        def pgd_correct(radius: float, steps: int) -> torch.Tensor:
+            attack = AttackSettings(eps=radius, steps=steps, seed=seed).build(head)
+            return _correct(head, attack(x, targets), targets)
+
+        by_eps = {}
+        for radius in sorted(eps_grid):
+            by_eps[radius] = float(pgd_correct(radius, strongest).float().mean())
+        by_steps, pgd_hits = {}, None
+        for steps in sorted(steps_grid):
+            hits = pgd_correct(eps, steps)
+            by_steps[steps] = float(hits.float().mean())
+            pgd_hits = hits
+        square_hits = _correct(
+            head,
+            SquareAttack(head, eps=eps, queries=square_queries, seed=seed)(x, targets),
+            targets,
+        )
+        clean_hits = _correct(head, x, targets)
+        zero_share = (
+            zero_gradient_share(head, x[clean_hits], targets[clean_hits])
+            if bool(clean_hits.any())
+            else 0.0
+        )
+    for name, curve in (("eps", by_eps), ("steps", by_steps)):
+        values = list(curve.values())
+        steps_up = zip(values, values[1:], strict=False)
+        rises = [b - a for a, b in steps_up if b - a > MONOTONE_TOLERANCE]
+        if rises:
+            problems.append(f"PGD accuracy rises with {name} (by up to {max(rises):.3f})")
+    square = float(square_hits.float().mean())
+    pgd = by_steps[strongest]
+    if pgd - square > GRADIENT_FREE_MARGIN:
+        problems.append(
+            f"the gradient-free Square attack ({square:.3f}) beats PGD-{strongest} ({pgd:.3f}) by "
+            f"more than {GRADIENT_FREE_MARGIN}: gradients are masked, PGD overstates robustness"
+        )
+    if zero_share > 0.5:
+        problems.append(f"{zero_share:.0%} of correctly classified images have zero gradient")
+    return {
+        "tree": tree,
+        "level": level,
+        "samples": int(len(labels)),
+        "eps": eps,
+        "clean": float(clean_hits.float().mean()),
+        "pgd_by_eps": {format_eps(radius): acc for radius, acc in by_eps.items()},
+        "pgd_by_steps": by_steps,
+        "pgd": pgd,
+        "square": square,
+        "square_queries": square_queries,
+        "worst_case": float((pgd_hits & square_hits).float().mean()),
+        "zero_gradient_share": zero_share,
+        "at_projection_radius": projection_share(classifier, images),
+        "problems": problems,
     }

@@ -3,7 +3,8 @@
 Each worker builds its own data and model from a :class:`JobSpec` (plain, picklable settings),
 wraps the classifier with ``prepare_model`` (DDP: gloo on CPU, nccl on GPU), runs the shared
 :func:`trainables.training.training_step` on its shard of every global batch, evaluates on rank
-0 at the end of every epoch, and reports metrics with a checkpoint holding everything needed to
+0 at the end of every epoch (validation split; the test split once, after the last epoch, under
+``test/`` names), and reports metrics with a checkpoint holding everything needed to
 continue exactly where it stopped: model, optimiser, scheduler, epoch, RNG states.
 
 Rank 0 also writes the epoch's metrics to the job's MLflow run (``JobSpec.mlflow_run_id``), by
@@ -52,6 +53,13 @@ class JobSpec:
         seed: seeds shuffling, attacks and initialisation.
         mlflow_tracking_uri, mlflow_run_id: where rank 0 logs per-epoch metrics (None: no log).
         final_profile: evaluate the full per-level robustness profile after the last epoch.
+        zeroshot_suite: the zero-shot suite evaluated after the last epoch (None: none);
+            ``zeroshot_samples`` caps each of its datasets; ``zeroshot_every_epoch`` evaluates it
+            after every epoch instead.
+
+    Every per-epoch metric reads the validation split (what searches, schedulers and promotion
+    select on). After the last epoch the same leaf and zero-shot numbers are also measured on
+    the test split and reported under ``test/...`` names: reported, never selected on.
     """
 
     method: MethodSettings
@@ -68,6 +76,9 @@ class JobSpec:
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     final_profile: bool = True
+    zeroshot_suite: str | None = None
+    zeroshot_samples: int = 200
+    zeroshot_every_epoch: bool = False
 
     def epochs(self, train_size: int) -> int:
         """Whole epochs the job runs (the step budget rounded up to whole epochs)."""
@@ -118,7 +129,7 @@ class EpochLog:
 
 
 def _epoch_metrics(classifier, images, labels, spec: JobSpec) -> dict[str, float]:
-    """Clean accuracy at every level and robust leaf accuracy on the evaluation images."""
+    """Clean accuracy at every level and robust leaf accuracy on the given images."""
     metrics: dict[str, float] = {}
     clean = level_accuracy(classifier, images, labels)
     for tree, levels in clean.items():
@@ -129,6 +140,36 @@ def _epoch_metrics(classifier, images, labels, spec: JobSpec) -> dict[str, float
     robust = attacked_accuracy(classifier, images, labels, spec.evaluation, tree=first, level=0)
     metrics["robust_leaf"] = robust[first][0]
     return metrics
+
+
+def _zeroshot_metrics(classifier, spec: JobSpec, split: str, folder: str) -> dict[str, float]:
+    """The zero-shot suite's per-dataset and average accuracy; the report goes to ``folder``."""
+    from trainables.suites import evaluate_suite, get_suite, summary_metrics
+
+    suite = get_suite(spec.zeroshot_suite)
+    report = evaluate_suite(
+        classifier,
+        suite,
+        split=split,
+        samples=spec.zeroshot_samples,
+        eps=(suite.headline_eps,),
+        steps=spec.evaluation.steps,
+        profile=False,
+        seed=spec.seed,
+    )
+    Path(folder, f"zeroshot-{split}.json").write_text(json.dumps(report, indent=2))
+    return summary_metrics(report)
+
+
+def _test_metrics(classifier, spec: JobSpec, folder: str) -> dict[str, float]:
+    """The reported numbers: leaf accuracy and the zero-shot suite on the test split."""
+    from trainables.data.registry import load_split
+
+    test = load_split(spec.dataset, "test", root=spec.data_root).subset(spec.eval_samples)
+    metrics = _epoch_metrics(classifier, test.images, test.labels, spec)
+    if spec.zeroshot_suite:
+        metrics.update(_zeroshot_metrics(classifier, spec, "test", folder))
+    return {f"test/{key}": value for key, value in metrics.items()}
 
 
 def worst_superclass_accuracy(profile: dict) -> float:
@@ -205,9 +246,8 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch, step = state["epoch"] + 1, state["step"]
         log.info("rank %d resumes after epoch %d (step %d)", rank, state["epoch"], step)
 
-    evaluation_split = load_split(spec.dataset, "test", root=spec.data_root)
-    eval_images = evaluation_split.images[: spec.eval_samples]
-    eval_labels = evaluation_split.labels[: spec.eval_samples]
+    validation = load_split(spec.dataset, "val", root=spec.data_root).subset(spec.eval_samples)
+    eval_images, eval_labels = validation.images, validation.labels
     evaluator = method.classifier.with_forest(forest)
     epoch_log = EpochLog(spec.mlflow_tracking_uri, spec.mlflow_run_id) if rank == 0 else None
     epochs = spec.epochs(len(train))
@@ -253,6 +293,10 @@ def train_loop_per_worker(config: dict) -> None:
                     Path(folder, PROFILE_FILE).write_text(json.dumps(profile, indent=2))
                     metrics["transfer"] = profile["transfer"]
                     metrics["worst_superclass"] = worst_superclass_accuracy(profile)
+                if spec.zeroshot_suite and (last or spec.zeroshot_every_epoch):
+                    metrics.update(_zeroshot_metrics(evaluator, spec, "val", folder))
+                if last:
+                    metrics.update(_test_metrics(evaluator, spec, folder))
                 torch.save(
                     {
                         "model": method.classifier.state_dict(),

@@ -82,12 +82,12 @@ class HierarchicalSettings:
         level_weights: weight ``w_l`` of level ``l``'s cross-entropy in HITA: ``"linear"``
             (default, the paper's ``w_l = 1 - l / (L + 1)``: levels near the leaves weigh more)
             or ``"uniform"`` (``w_l = 1``).
-        margins: explicit additive margins per level. Default: the "theorem" schedule at
-            ``kappa = 0.05`` (5% of the maximum viable margin at each level's mean text norm),
-            which on the embedded default raised every superclass-attack accuracy by 0.01-0.03
-            over implicit margins at equal clean accuracy. ``MarginSchedule()`` (``base = 0``)
-            is the paper's implicit-margin variant. A mapping is turned into a
-            :class:`MarginSchedule`.
+        margins: explicit additive margins per level. Default ``MarginSchedule()``
+            (``base = 0``): the paper's method, whose margins are implicit (depth in the ball).
+            Explicit schedules (constant, linear, geometric, or "theorem": a fraction ``kappa``
+            of the maximum viable margin at each level's mean text norm) are this project's
+            searchable variant; ``raysearch compare`` runs one as ``hrz-forest+margins``. A
+            mapping is turned into a :class:`MarginSchedule`.
         superclass_images: the image embedding scored at a superclass level ``l >= 1``:
             ``"hypavg"`` (default, the paper's HypAvg: the Einstein midpoint of the batch's
             images under each superclass, built recursively from the leaves up with one uniform
@@ -110,9 +110,7 @@ class HierarchicalSettings:
     """
 
     level_weights: str = "linear"
-    margins: MarginSchedule = field(
-        default_factory=lambda: MarginSchedule(shape="theorem", base=1.0, kappa=0.05)
-    )
+    margins: MarginSchedule = field(default_factory=MarginSchedule)
     superclass_images: str = "hypavg"
     negatives: str = "both"
     vic_weight: float = 1.0

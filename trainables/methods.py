@@ -229,8 +229,9 @@ class PMGAFT(TeCoA):
 
     def loss_terms(self, model, images, perturbation, labels, *, epoch=0.0):
         adversarial = perturbation.images
-        # One forward for both batches keeps a DDP wrapper to one call per step.
-        both = model(torch.cat([adversarial, images]), return_embeddings=True)
+        # One call for both batches keeps a DDP wrapper to one forward per step; each batch is
+        # encoded on its own, as in the reference code (batch-norm statistics never mix).
+        both = model(torch.cat([adversarial, images]), return_embeddings=True, separate_batches=2)
         adv_out, clean_out = _split(both, 2)
         with torch.no_grad():
             reference = self.reference(adversarial, return_embeddings=True)
@@ -311,8 +312,9 @@ class Hierarchical(Method):
         for key in keys:
             distinct.setdefault(id(perturbation.by_level[key]), perturbation.by_level[key])
         order = list(distinct)
+        stacked = torch.cat([distinct[i] for i in order])
         outputs = _split(
-            model(torch.cat([distinct[i] for i in order]), return_embeddings=True), len(order)
+            model(stacked, return_embeddings=True, separate_batches=len(order)), len(order)
         )
         by_id = dict(zip(order, outputs, strict=True))
         by_level = {key: by_id[id(perturbation.by_level[key])] for key in keys}

@@ -233,15 +233,21 @@ class ZeroShotClassifier(nn.Module):
         # Mirror the wrapped model's mode: wrapping must not switch batch-norm statistics on.
         self.train(self.clip.training)
 
-    def with_forest(self, forest) -> ZeroShotClassifier:
+    def with_forest(self, forest, *, templates: Sequence[str] | None = None) -> ZeroShotClassifier:
         """A classifier over another forest that shares this one's model and head parameters.
 
         Fine-tuning aligns a selection of trees (maybe cut); evaluation scores every tree of the
-        dataset with the same weights, scales and curvature.
+        dataset with the same weights, scales and curvature, and a zero-shot dataset's classes
+        with its own ``templates`` (default: this classifier's).
         """
+        if templates is not None and (
+            not templates or any("{}" not in template for template in templates)
+        ):
+            raise must("templates", "a non-empty list of strings with a {} placeholder", templates)
         twin = ZeroShotClassifier.__new__(ZeroShotClassifier)
         nn.Module.__init__(twin)
-        twin.clip, twin.tokenizer, twin.templates = self.clip, self.tokenizer, self.templates
+        twin.clip, twin.tokenizer = self.clip, self.tokenizer
+        twin.templates = tuple(templates) if templates is not None else self.templates
         twin.forest, twin.head = forest, self.head
         twin.layout = HeadLayout.from_forest(forest)
         twin._projection_owner = self._projection_owner
@@ -391,13 +397,21 @@ class ZeroShotClassifier(nn.Module):
         *,
         text_delta: torch.Tensor | None = None,
         return_embeddings: bool = False,
+        separate_batches: int = 1,
     ) -> torch.Tensor | HeadOutput:
         """Logits [B, num_nodes] over every node slot (see :class:`HeadLayout`).
 
         With ``return_embeddings``, a :class:`HeadOutput` with the embeddings the losses need
-        (one forward, so a DDP wrapper sees every trained parameter used).
+        (one forward, so a DDP wrapper sees every trained parameter used). ``images`` may stack
+        ``separate_batches`` equal batches (clean and adversarial, say): each is encoded on its
+        own, so batch-norm statistics never mix them, still in one call.
         """
-        features = self.encode_images(images)
+        if separate_batches > 1:
+            features = torch.cat(
+                [self.encode_images(part) for part in images.chunk(separate_batches)]
+            )
+        else:
+            features = self.encode_images(images)
         image = self.image_embeddings(features)
         text = self.text_embeddings(text_delta)
         logits = self.logits_between(image, text)

@@ -52,10 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         type=_names,
         default=None,
-        help="comma-separated methods from clip,tecoa,pmg,fare,hrz,hrz-forest (default: all)",
+        help="comma-separated methods from clip,tecoa,pmg,fare,hrz,hrz-forest and the variants "
+        "hrz-forest+margins, hrz-forest/leaf-attack, hrz-forest/per-level-attack (default: all)",
     )
     parser.add_argument(
-        "--seeds", type=_seeds, default=None, help="comma-separated seeds (default 0,1)"
+        "--seeds", type=_seeds, default=None, help="comma-separated seeds (default 0,1,2,3,4)"
     )
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per method")
     parser.add_argument("--epochs", type=float, default=None, help="epochs per method")
@@ -67,6 +68,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-steps", type=int, default=None, help="evaluation PGD steps")
     parser.add_argument("--eval-samples", type=int, default=None, help="test images attacked")
     parser.add_argument("--train-size", type=int, default=None, help="training images used")
+    parser.add_argument(
+        "--suite", default=None, help="zero-shot suite (default embedded-zeroshot; none: skip)"
+    )
+    parser.add_argument(
+        "--suite-samples", type=int, default=None, help="test images per suite dataset"
+    )
+    parser.add_argument(
+        "--check-samples",
+        type=int,
+        default=None,
+        help="images of the AutoAttack and gradient-free checks (first seed; 0 skips them)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.set_defaults(handler=run)
 
@@ -104,6 +117,12 @@ def settings_from_args(args: argparse.Namespace):
         changes["eval_samples"] = args.eval_samples
     if args.train_size is not None:
         changes["train_size"] = args.train_size
+    if args.suite is not None:
+        changes["suite"] = None if args.suite == "none" else args.suite
+    if args.suite_samples is not None:
+        changes["suite_samples"] = args.suite_samples
+    if args.check_samples is not None:
+        changes["check_samples"] = args.check_samples
     return replace(
         settings,
         optim=replace(settings.optim, **optim),
@@ -143,50 +162,131 @@ def run(args: argparse.Namespace) -> int:
 
 def _progress_line(row: dict) -> str:
     profile = row["profile"]
-    return (
-        f"  {row['method']:<11} seed {row['seed']}: trained {row['train']['steps']} steps in "
+    line = (
+        f"  {row['method']:<27} seed {row['seed']}: trained {row['train']['steps']} steps in "
         f"{row['train']['seconds']:.0f} s, evaluated in {row['eval_seconds']:.0f} s; clean "
         f"{profile['clean_leaf']:.3f} robust {profile['robust_leaf']:.3f}"
     )
+    if "zeroshot" in row:
+        average = row["zeroshot"]["average"]
+        line += f"; zero-shot clean {average['clean']:.3f} robust {average['robust']:.3f}"
+    return line
 
 
-def format_compare_table(results: dict) -> str:
-    """One row per method; columns: clean leaf, robust leaf, per superclass level
-    (level accuracy / leaf accuracy under that level's attack), transfer."""
-    summary = results["summary"]
-    settings = results["settings"]
-    first = next(iter(summary.values()))
-    levels = [key[: -len(" level")] for key in first if key.endswith(" level")]
-    header = ["method", "clean", "robust"] + [f"{name} lvl/leaf" for name in levels] + ["transfer"]
-    seeds = len(settings["seeds"])
+def _cell(stats: dict | None) -> str:
+    if stats is None:
+        return "-"
+    text = f"{stats['mean']:.3f}"
+    return text if stats["n"] < 2 else text + f"±{stats['ci95']:.3f}"
 
-    def cell(stats: dict) -> str:
-        text = f"{stats['mean']:.3f}"
-        return text + f"±{stats['std']:.3f}" if seeds > 1 else text
 
-    rows = []
-    for method, columns in summary.items():
-        row = [method, cell(columns["clean leaf"]), cell(columns["robust leaf"])]
-        for name in levels:
-            row.append(f"{cell(columns[name + ' level'])}/{cell(columns[name + ' leaf'])}")
-        row.append(cell(columns["transfer"]))
-        rows.append(row)
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(line[i])) for line in [header, *rows]) for i in range(len(header))]
     lines = [
         " | ".join(str(value).ljust(width) for value, width in zip(line, widths, strict=True))
         for line in [header, *rows]
     ]
     lines.insert(1, "-+-".join("-" * width for width in widths))
+    return lines
+
+
+def format_compare_table(results: dict) -> str:
+    """The in-distribution table, the zero-shot table, the checks, and the claims' verdicts.
+
+    Cells are means over seeds with the 95% interval half-width (Student t); every number is
+    on the test split, which nothing selected on.
+    """
+    summary = results["summary"]
+    settings = results["settings"]
+    first = next(iter(summary.values()))
+    levels = [key[: -len(" level")] for key in first if key.endswith(" level")]
+    lines = ["In-distribution (embedded test split, classes fine-tuned on):"]
+    header = ["method", "clean", "robust"] + [f"{name} lvl/leaf" for name in levels]
+    header += ["transfer", "train s"]
+    rows = []
+    for method, columns in summary.items():
+        row = [method, _cell(columns["clean leaf"]), _cell(columns["robust leaf"])]
+        for name in levels:
+            row.append(f"{_cell(columns[name + ' level'])}/{_cell(columns[name + ' leaf'])}")
+        row += [_cell(columns["transfer"]), f"{columns['train seconds']['mean']:.0f}"]
+        rows.append(row)
+    lines += _table(header, rows)
+    datasets = [key[: -len(" clean")] for key in first if key.endswith(" clean")]
+    datasets = [name for name in datasets if name != "zeroshot"]
+    if datasets:
+        lines.append("")
+        lines.append(f"Zero-shot ({settings['suite']}, test split, classes never fine-tuned on):")
+        header = ["method", "avg clean", "avg robust"] + [
+            f"{name.removeprefix('embedded-')} c/r" for name in datasets
+        ]
+        rows = []
+        for method, columns in summary.items():
+            row = [method, _cell(columns["zeroshot clean"]), _cell(columns["zeroshot robust"])]
+            for name in datasets:
+                row.append(f"{_cell(columns[name + ' clean'])}/{_cell(columns[name + ' robust'])}")
+            rows.append(row)
+        lines += _table(header, rows)
+    checks = [row for row in results["rows"] if "checks" in row]
+    if checks:
+        lines.append("")
+        lines.append(
+            f"Attack-strength checks (seed {checks[0]['seed']}, "
+            f"{checks[0]['checks']['samples']} test images, eps {format_eps(settings['eps'])}):"
+        )
+        header = ["method", "PGD-20", "Square", "worst", "AA leaf", "AA superclass min"]
+        header += ["AA zero-shot", "at radius", "problems"]
+        rows = []
+        for row in checks:
+            check = row["checks"]
+            strength = check["strength"]
+            superclass = [v for k, v in check["autoattack"].items() if k != "leaf"]
+            radius = strength["at_projection_radius"]
+            rows.append(
+                [
+                    row["method"],
+                    f"{strength['pgd']:.3f}",
+                    f"{strength['square']:.3f}",
+                    f"{strength['worst_case']:.3f}",
+                    f"{check['autoattack']['leaf']:.3f}",
+                    f"{min(superclass):.3f}" if superclass else "-",
+                    f"{check['zeroshot_autoattack']['average']:.3f}"
+                    if "zeroshot_autoattack" in check
+                    else "-",
+                    "-" if radius is None else f"{radius:.0%}",
+                    "; ".join(strength["problems"]) or "none",
+                ]
+            )
+        lines += _table(header, rows)
     evaluation = settings["evaluation"]
     optim = settings["optim"]
+    lines.append("")
     lines.append(
-        f"evaluation: {format_attack(evaluation)} on {settings['eval_samples']} test images; "
-        f"training: {optim['optimizer']} lr {optim['lr']:g}, batch {optim['batch_size']}, "
-        f"PGD-{settings['attack_steps']} eps {format_eps(settings['eps'])}; "
+        f"evaluation: {format_attack(evaluation)} on {settings['eval_samples']} test images "
+        f"(zero-shot: {settings['suite_samples']} per dataset); training: {optim['optimizer']} "
+        f"lr {optim['lr']:g}, batch {optim['batch_size']}, PGD-{settings['attack_steps']} eps "
+        f"{format_eps(settings['eps'])} ({settings['protocol'].split(':')[0]}); "
         f"seeds {settings['seeds']}; {results['seconds']:.0f} s"
     )
     lines.append(
-        "lvl/leaf: accuracy at that level / at the leaf under the attack on that level; "
-        "transfer: mean leaf accuracy under the superclass attacks"
+        "cells: mean±95% interval over seeds; lvl/leaf: accuracy at that level / at the leaf "
+        "under the attack on that level; transfer: mean leaf accuracy under the superclass attacks"
     )
+    if results.get("claims"):
+        lines.append("")
+        lines.append("The paper's claims, here:")
+        for claim in results["claims"]:
+            lines.append(f"  {claim['claim']}: {claim['verdict'].upper()}")
+            for comparison in claim.get("comparisons", []):
+                d = comparison["difference"]
+                if d is None:
+                    continue
+                lines.append(
+                    f"    {comparison['a']} - {comparison['b']} on {comparison['column']}: "
+                    f"{_cell(d)} -> {comparison['verdict']}"
+                )
+            if "ratio" in claim.get("numbers", {}):
+                n = claim["numbers"]
+                lines.append(
+                    f"    CLIP zero-shot clean {_cell(n['clean'])}, robust {_cell(n['robust'])}"
+                )
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Class names of the datasets the tool knows, in label order.
 
-* ``embedded``: the procedurally rendered default (``embedded_taxonomy.LEAVES``);
+* ``embedded``: the procedurally rendered default (``embedded_taxonomy.LEAVES``), and the other
+  embedded datasets (``embedded-world`` for pretraining, the zero-shot suite's
+  ``embedded-heldout-shapes``, ``-colour``, ``-size``, ``-background``);
 * ``cifar10`` and ``cifar100``: torchvision's label order (CIFAR-100's fine labels are
   alphabetical), plus CIFAR-100's 20 coarse superclasses;
 * ``imagenet1k``: the 1000 WordNet ids in timm's (the standard) order, named by the first name
@@ -107,14 +109,32 @@ def _readable(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name.replace("_", " ") for name in names)
 
 
+def _embedded_classes(name: str):
+    def classes() -> tuple[str, ...]:
+        from trainables.data.embedded import RECIPES
+
+        return RECIPES[name].classes
+
+    return classes
+
+
+_EMBEDDED_SUITE = (
+    "embedded-world",
+    "embedded-heldout-shapes",
+    "embedded-colour",
+    "embedded-size",
+    "embedded-background",
+)
 _CLASSES = {
     "embedded": lambda: tuple(EMBEDDED_CLASSES),
+    **{name: _embedded_classes(name) for name in _EMBEDDED_SUITE},
     "cifar10": lambda: CIFAR10_CLASSES,
     "cifar100": lambda: CIFAR100_CLASSES,
     "imagenet1k": imagenet1k_classes,
 }
 _LABELS = {
     "embedded": lambda: tuple(EMBEDDED_CLASSES),
+    **{name: _embedded_classes(name) for name in _EMBEDDED_SUITE},
     "cifar10": lambda: _readable(CIFAR10_CLASSES),
     "cifar100": lambda: _readable(CIFAR100_CLASSES),
     "imagenet1k": imagenet1k_names,

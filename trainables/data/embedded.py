@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainables.cache import cache_dir, content_key, source_digest
-from trainables.data.embedded_taxonomy import LEAVES
+from trainables.data.embedded_taxonomy import (
+    ALL_SHAPES,
+    BACKGROUNDS,
+    COLOURS,
+    HELD_OUT_SHAPES,
+    LEAVES,
+    SIZES,
+)
 from trainables.errors import UserInputError, must
 
 if TYPE_CHECKING:
@@ -67,6 +74,108 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How one embedded dataset draws its images' attributes, and which attribute is the label.
+
+    ``label`` is one of :data:`ATTRIBUTES`; ``classes`` its class names in label order.
+    ``shapes`` are the shape ids an image may show (when the label is the shape, label ``i`` is
+    shape ``shapes[i]``). ``named_colour`` and ``named_background`` are the probabilities that an
+    image gets a named colour or background kind instead of an unnamed one; ``size_weights``
+    weigh the named sizes (None: every image takes the spec's radius range).
+    """
+
+    label: str
+    classes: tuple[str, ...]
+    shapes: tuple[int, ...]
+    named_colour: float = 0.0
+    named_background: float = 0.0
+    size_weights: tuple[float, ...] | None = None
+    default_sizes: tuple[int, int, int] = (16000, 2000, 2000)
+    purpose: str = ""
+
+    def attributes(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Per image ``[shape, colour, size, background]`` (int64 ``[n, 4]``) for ``labels``."""
+        n = labels.shape[0]
+        shapes = np.asarray(self.shapes)
+        table = np.full((n, len(ATTRIBUTES)), UNNAMED, dtype=np.int64)
+        table[:, 0] = shapes[rng.integers(0, len(shapes), n)]
+        colour = rng.integers(0, len(COLOURS), n)
+        table[:, 1] = np.where(rng.uniform(size=n) < self.named_colour, colour, UNNAMED)
+        if self.size_weights is not None:
+            weights = np.asarray(self.size_weights, dtype=np.float64)
+            table[:, 2] = rng.choice(len(SIZES), n, p=weights / weights.sum())
+        kind = rng.integers(0, len(BACKGROUNDS), n)
+        table[:, 3] = np.where(rng.uniform(size=n) < self.named_background, kind, UNNAMED)
+        column = ATTRIBUTES.index(self.label)
+        table[:, column] = shapes[labels] if self.label == "shape" else labels
+        return table
+
+
+_FINE_TUNING_SHAPES = tuple(range(len(LEAVES)))
+_EVERY_SHAPE = tuple(range(len(ALL_SHAPES)))
+_SUITE_SIZES = (1000, 1000, 1000)
+#: Every embedded dataset by name. ``embedded`` is the fine-tuning dataset; ``embedded-world``
+#: pretrains the base model on every shape and attribute; the others form the zero-shot suite
+#: (classes fine-tuning never trains on).
+RECIPES: dict[str, Recipe] = {
+    "embedded": Recipe(
+        "shape", LEAVES, _FINE_TUNING_SHAPES, purpose="fine-tuning: twenty shapes, three trees"
+    ),
+    "embedded-world": Recipe(
+        "shape",
+        ALL_SHAPES,
+        _EVERY_SHAPE,
+        named_colour=0.6,
+        named_background=0.5,
+        size_weights=(0.2, 0.4, 0.4),
+        default_sizes=(48000, 2000, 2000),
+        purpose="pretraining: every shape, colour, size and background",
+    ),
+    "embedded-heldout-shapes": Recipe(
+        "shape",
+        HELD_OUT_SHAPES,
+        tuple(range(len(LEAVES), len(ALL_SHAPES))),
+        default_sizes=_SUITE_SIZES,
+        purpose="zero-shot: twelve shapes fine-tuning never sees, with a tree of their own",
+    ),
+    "embedded-colour": Recipe(
+        "colour",
+        tuple(COLOURS),
+        _EVERY_SHAPE,
+        named_colour=1.0,
+        default_sizes=_SUITE_SIZES,
+        purpose="zero-shot: the shape's colour",
+    ),
+    "embedded-size": Recipe(
+        "size",
+        tuple(SIZES),
+        _EVERY_SHAPE,
+        size_weights=(1.0, 1.0, 1.0),
+        default_sizes=_SUITE_SIZES,
+        purpose="zero-shot: the shape's size",
+    ),
+    "embedded-background": Recipe(
+        "background",
+        BACKGROUNDS,
+        _EVERY_SHAPE,
+        named_background=1.0,
+        default_sizes=_SUITE_SIZES,
+        purpose="zero-shot: the background's pattern",
+    ),
+}
+
+
+def embedded_spec(dataset: str = "embedded", **fields: Any) -> EmbeddedSpec:
+    """The spec of embedded dataset ``dataset`` with its default split sizes, ``fields`` on top."""
+    if dataset not in RECIPES:
+        raise must("dataset", f"one of {', '.join(map(repr, RECIPES))}", dataset)
+    n_train, n_val, n_test = RECIPES[dataset].default_sizes
+    return EmbeddedSpec(
+        **{"dataset": dataset, "n_train": n_train, "n_val": n_val, "n_test": n_test, **fields}
+    )
+
+
+@dataclass(frozen=True)
 class EmbeddedSpec:
     """Everything that determines the embedded dataset's bytes.
 
@@ -76,6 +185,7 @@ class EmbeddedSpec:
     """
 
     seed: int = 0
+    dataset: str = "embedded"
     image_size: int = 32
     n_train: int = 16000
     n_val: int = 2000
@@ -89,8 +199,11 @@ class EmbeddedSpec:
             raise must("seed", "a non-negative integer", self.seed)
         if not _is_int(self.image_size) or self.image_size < 32 or self.image_size % 32:
             raise must("image_size", "a multiple of 32 and at least 32", self.image_size)
-        if not _is_int(self.n_train) or self.n_train < len(LEAVES):
-            raise must("n_train", f"an integer >= {len(LEAVES)} (one per class)", self.n_train)
+        if self.dataset not in RECIPES:
+            raise must("dataset", f"one of {', '.join(map(repr, RECIPES))}", self.dataset)
+        classes = len(RECIPES[self.dataset].classes)
+        if not _is_int(self.n_train) or self.n_train < classes:
+            raise must("n_train", f"an integer >= {classes} (one per class)", self.n_train)
         for name in ("n_val", "n_test"):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
@@ -113,6 +226,14 @@ class EmbeddedSpec:
         for name in ("noise_max", "max_rotation_deg"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "radius_range", (float(radius[0]), float(radius[1])))
+
+    @property
+    def recipe(self) -> Recipe:
+        return RECIPES[self.dataset]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.recipe.classes
 
     def size(self, split: str) -> int:
         """The number of images in ``split`` ("train", "val" or "test")."""
@@ -151,6 +272,8 @@ class ImageSplit:
 
     images: torch.Tensor
     labels: torch.Tensor
+    #: int64 ``[N, len(ATTRIBUTES)]`` of an embedded split (None for other datasets).
+    attributes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -159,14 +282,24 @@ class ImageSplit:
             raise ValueError(
                 f"labels must be [{self.images.shape[0]}], got {tuple(self.labels.shape)}"
             )
+        expected = (self.images.shape[0], len(ATTRIBUTES))
+        if self.attributes is not None and tuple(self.attributes.shape) != expected:
+            raise ValueError(f"attributes must be {list(expected)}, got {self.attributes.shape}")
 
     @classmethod
-    def from_numpy(cls, images_nhwc: np.ndarray, labels: np.ndarray) -> ImageSplit:
+    def from_numpy(
+        cls, images_nhwc: np.ndarray, labels: np.ndarray, attributes: np.ndarray | None = None
+    ) -> ImageSplit:
         """Build from uint8 ``[N, H, W, 3]`` images and integer labels (copies into NCHW)."""
         import torch
 
         chw = np.ascontiguousarray(np.asarray(images_nhwc, dtype=np.uint8).transpose(0, 3, 1, 2))
-        return cls(torch.from_numpy(chw), torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+        table = None
+        if attributes is not None:
+            table = torch.from_numpy(np.asarray(attributes, dtype=np.int64).reshape(-1, 4))
+        return cls(
+            torch.from_numpy(chw), torch.from_numpy(np.asarray(labels, dtype=np.int64)), table
+        )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -179,7 +312,8 @@ class ImageSplit:
         """The first ``n`` images (all of them when ``n`` exceeds the size)."""
         if not _is_int(n) or n < 0:
             raise must("n", "a non-negative integer", n)
-        return ImageSplit(self.images[:n], self.labels[:n])
+        attributes = None if self.attributes is None else self.attributes[:n]
+        return ImageSplit(self.images[:n], self.labels[:n], attributes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,7 +469,89 @@ _MASKS: dict[str, Mask] = {
         [(-0.55, 0.82), (0.55, 0.82), (0.06, 0.0), (0.55, -0.82), (-0.55, -0.82), (-0.06, 0.0)]
     ),
 }
-assert tuple(_MASKS) == LEAVES, "every leaf class needs exactly one drawing, in label order"
+
+
+def _near_polyline(u, v, points: Sequence[tuple[float, float]], half_width: float) -> np.ndarray:
+    """True within ``half_width`` of the open polyline through ``points`` (a thick stroke)."""
+    near = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
+    for (x1, y1), (x2, y2) in zip(points[:-1], points[1:], strict=True):
+        dx, dy = x2 - x1, y2 - y1
+        along = np.clip(((u - x1) * dx + (v - y1) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+        near |= (u - x1 - along * dx) ** 2 + (v - y1 - along * dy) ** 2 <= half_width**2
+    return near
+
+
+def _boxes(*boxes: tuple[float, float, float, float]) -> Mask:
+    """The union of axis-aligned boxes ``(u_low, u_high, v_low, v_high)``."""
+
+    def mask(u, v, t):
+        inside = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
+        for u0, u1, v0, v1 in boxes:
+            inside |= (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+        return inside
+
+    return mask
+
+
+def _trefoil(u, v, t):
+    lobes = u * u + v * v <= 0.3**2
+    for angle in (90.0, 210.0, 330.0):
+        cx, cy = 0.5 * math.cos(math.radians(angle)), 0.5 * math.sin(math.radians(angle))
+        lobes |= (u - cx) ** 2 + (v - cy) ** 2 <= 0.46**2
+    return lobes
+
+
+def _frame(u, v, t):
+    au, av = np.abs(u), np.abs(v)
+    return (au <= 0.72) & (av <= 0.72) & ((au >= 0.38) | (av >= 0.38))
+
+
+def _arch(u, v, t):
+    r2 = u * u + v * v
+    top = (r2 <= 0.7**2) & (r2 >= 0.33**2) & (v >= 0)
+    legs = (np.abs(u) >= 0.33) & (np.abs(u) <= 0.7) & (v >= -0.7) & (v < 0)
+    return top | legs
+
+
+def _x_mark(u, v, t):
+    half = math.sqrt(0.5)
+    return _cross((u - v) * half, (u + v) * half, t)
+
+
+def _zigzag(u, v, t):
+    points = [(-0.85, -0.35), (-0.42, 0.35), (0.0, -0.35), (0.42, 0.35), (0.85, -0.35)]
+    return _near_polyline(u, v, points, 0.16)
+
+
+def _spiral(u, v, t):
+    # An Archimedean band: radius grows by `pitch` per turn, half of each turn is ink.
+    pitch = 0.38
+    radius = np.sqrt(u * u + v * v)
+    turn = np.arctan2(v, u) / (2 * math.pi)
+    return (np.mod(radius / pitch - turn, 1.0) < 0.5) & (radius <= 0.95) & (radius >= 0.08)
+
+
+_MASKS.update(
+    {
+        "octagon": _polygon(_regular(8, 0.95, 22.5)),
+        "kite": _polygon([(0.0, 1.0), (0.62, 0.42), (0.0, -1.0), (-0.62, 0.42)]),
+        "trefoil": _trefoil,
+        "frame": _frame,
+        "arch": _arch,
+        "x mark": _x_mark,
+        "letter l": _boxes((-0.5, -0.16, -0.8, 0.8), (-0.5, 0.55, -0.8, -0.46)),
+        "letter t": _boxes((-0.7, 0.7, 0.46, 0.8), (-0.17, 0.17, -0.85, 0.8)),
+        "letter h": _boxes(
+            (-0.6, -0.28, -0.8, 0.8), (0.28, 0.6, -0.8, 0.2), (-0.6, 0.6, -0.06, 0.2)
+        ),
+        "zigzag": _zigzag,
+        "lightning bolt": _polygon(
+            [(0.2, 1.0), (-0.5, -0.08), (-0.05, -0.08), (-0.25, -1.0), (0.5, 0.14), (0.05, 0.14)]
+        ),
+        "spiral": _spiral,
+    }
+)
+assert tuple(_MASKS) == ALL_SHAPES, "every shape needs exactly one drawing, in shape-id order"
 
 
 def draw_masks(
@@ -374,7 +590,7 @@ def draw_masks(
         u = cos * dx + sin * dy  # rotate the grid by -theta: the shape turns by +theta
         v = cos * dy - sin * dx
         t = np.asarray(variations, dtype=np.float32)[idx, None, None]
-        masks[idx] = _MASKS[LEAVES[int(label)]](u, v, t)
+        masks[idx] = _MASKS[ALL_SHAPES[int(label)]](u, v, t)
     # Area averaging by strided slices: much faster than a mean over reshaped axes.
     hits = masks.view(np.uint8)
     covered = sum(
@@ -389,27 +605,64 @@ def draw_masks(
 # Rendering
 # --------------------------------------------------------------------------------------------
 
+#: Per-image attributes every render records, in column order. Each is an index into its name
+#: list (shape: :data:`ALL_SHAPES`; colour: :data:`COLOURS`; size: :data:`SIZES`; background:
+#: :data:`BACKGROUNDS`), or :data:`UNNAMED` for a random colour, the spec's radius range, or the
+#: textured gradient background.
+ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "background")
+UNNAMED = -1
 #: Smallest RGB distance between the shape colour and either end of the background gradient.
 _MIN_COLOUR_GAP = 0.45
 _GRADIENT_SPAN = 0.15  # per channel, between the two ends of the background gradient
+_PATTERN_CONTRAST = 0.3  # brightness step between the two tones of a patterned background
+_COLOUR_JITTER = 0.06  # per channel, around a named colour
 _TEXTURE_AMPLITUDE = 0.1
 _TEXTURE_GRID = 6  # coarse value-noise grid, upsampled bilinearly
+_NAMED_RGB = np.array(list(COLOURS.values()), dtype=np.float32)
 
 
-def _colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Background gradient ends and shape colours ``[n, 3]``, the shape far from both ends."""
+def _gap(fg: np.ndarray, bg0: np.ndarray, bg1: np.ndarray) -> np.ndarray:
+    return np.minimum(np.linalg.norm(fg - bg0, axis=1), np.linalg.norm(fg - bg1, axis=1))
+
+
+def _background_tones(
+    rng: np.random.Generator, n: int, patterned: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two ends of each gradient, or the two tones of each pattern (clearly apart)."""
     bg0 = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
-    bg1 = np.clip(bg0 + rng.uniform(-_GRADIENT_SPAN, _GRADIENT_SPAN, (n, 3)), 0.0, 1.0)
+    shift = rng.uniform(-_GRADIENT_SPAN, _GRADIENT_SPAN, (n, 3)).astype(np.float32)
+    # A pattern's second tone is brighter or darker by a fixed step, whichever fits in [0, 1].
+    step = np.where(bg0.mean(axis=1, keepdims=True) > 0.5, -_PATTERN_CONTRAST, _PATTERN_CONTRAST)
+    shift = np.where(patterned[:, None], step + 0.3 * shift, shift)
+    return bg0, np.clip(bg0 + shift, 0.0, 1.0).astype(np.float32)
+
+
+def _colours(
+    rng: np.random.Generator, colour: np.ndarray, patterned: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background tones and shape colours ``[n, 3]``, the shape far from both tones.
+
+    A random shape colour is redrawn until it stands apart; a named one keeps its colour (with a
+    small jitter) and the background is redrawn instead.
+    """
+    n = colour.shape[0]
+    named = colour != UNNAMED
+    bg0, bg1 = _background_tones(rng, n, patterned)
     fg = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
+    jitter = rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, (n, 3)).astype(np.float32)
+    fg[named] = np.clip(_NAMED_RGB[colour[named]] + jitter[named], 0.0, 1.0)
     for _ in range(100):
-        gap = np.minimum(np.linalg.norm(fg - bg0, axis=1), np.linalg.norm(fg - bg1, axis=1))
-        redo = np.flatnonzero(gap < _MIN_COLOUR_GAP)
+        redo = np.flatnonzero(_gap(fg, bg0, bg1) < _MIN_COLOUR_GAP)
         if redo.size == 0:
             break
-        fg[redo] = rng.uniform(0.0, 1.0, (redo.size, 3))
+        keep = named[redo]
+        fg[redo[~keep]] = rng.uniform(0.0, 1.0, (int((~keep).sum()), 3))
+        bg0[redo[keep]], bg1[redo[keep]] = _background_tones(
+            rng, int(keep.sum()), patterned[redo[keep]]
+        )
     else:  # practically unreachable; push any leftover to the opposite corner of the cube
         fg[redo] = np.where(bg0[redo] > 0.5, 0.0, 1.0)
-    return bg0, bg1.astype(np.float32), fg
+    return bg0, bg1, fg
 
 
 def _upsample(coarse: np.ndarray, size: int) -> np.ndarray:
@@ -426,10 +679,36 @@ def _upsample(coarse: np.ndarray, size: int) -> np.ndarray:
     return rows[:, :, low] * (1.0 - frac) + rows[:, :, low + 1] * frac
 
 
+def _pattern(rng: np.random.Generator, kind: str, n: int, size: int) -> np.ndarray:
+    """Where the second tone shows, float32 ``[n, S, S]`` in [0, 1], for a named background."""
+    axis = np.arange(size, dtype=np.float32) + 0.5
+    x, y = axis[None, None, :], axis[None, :, None]
+    period = size / 3.2  # bands of 5 px at 32x32: wide enough to stay bands, not speckle
+    phase = rng.uniform(0.0, period, (n, 2, 1, 1)).astype(np.float32)
+    if kind == "plain":
+        return np.zeros((n, size, size), dtype=np.float32)
+    if kind == "striped":
+        # Horizontal, vertical or diagonal (+-10 degrees): other angles alias into dots.
+        angle = rng.integers(0, 4, (n, 1, 1)) * (np.pi / 4) + rng.uniform(-0.17, 0.17, (n, 1, 1))
+        angle = angle.astype(np.float32)
+        across = np.cos(angle) * x + np.sin(angle) * y + phase[:, 0]
+        return (np.mod(across, period) < period / 2).astype(np.float32)
+    if kind == "checkered":
+        cells = np.floor((x + phase[:, 0]) / (period / 2)) + np.floor(
+            (y + phase[:, 1]) / (period / 2)
+        )
+        return np.mod(cells, 2).astype(np.float32)
+    if kind == "dotted":
+        dx = np.mod(x + phase[:, 0], period) - period / 2
+        dy = np.mod(y + phase[:, 1], period) - period / 2
+        return (dx * dx + dy * dy <= (0.25 * period) ** 2).astype(np.float32)
+    raise ValueError(f"unknown background kind {kind!r}")
+
+
 def _backgrounds(
-    rng: np.random.Generator, bg0: np.ndarray, bg1: np.ndarray, size: int
+    rng: np.random.Generator, bg0: np.ndarray, bg1: np.ndarray, size: int, kind: np.ndarray
 ) -> np.ndarray:
-    """Graded, textured backgrounds, float32 ``[n, 3, S, S]`` (unclipped)."""
+    """Backgrounds, float32 ``[n, 3, S, S]`` (unclipped): a textured gradient, or a named kind."""
     n = bg0.shape[0]
     direction = rng.uniform(0.0, 2.0 * np.pi, n).astype(np.float32)
     axis = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
@@ -441,10 +720,24 @@ def _backgrounds(
     texture = _upsample(coarse, size)
     texture *= rng.uniform(0.3, 1.0, (n, 1, 1)).astype(np.float32) * np.float32(_TEXTURE_AMPLITUDE)
     tint = rng.uniform(0.5, 1.0, (n, 3, 1, 1)).astype(np.float32)
+    named = kind != UNNAMED
+    texture[named] = 0.0  # a named background is its pattern and nothing else
+    for index, name in enumerate(BACKGROUNDS):
+        rows = np.flatnonzero(kind == index)
+        if rows.size:
+            ramp[rows] = _pattern(rng, name, rows.size, size)
     image = ramp[:, None] * (bg1 - bg0)[:, :, None, None]
     image += bg0[:, :, None, None]
     image += texture[:, None] * tint
     return image
+
+
+def _radii(rng: np.random.Generator, size_class: np.ndarray, default: tuple[float, float]):
+    low = np.full(size_class.shape, default[0], dtype=np.float32)
+    high = np.full(size_class.shape, default[1], dtype=np.float32)
+    for index, (name_low, name_high) in enumerate(SIZES.values()):
+        low[size_class == index], high[size_class == index] = name_low, name_high
+    return low + rng.uniform(0.0, 1.0, size_class.shape).astype(np.float32) * (high - low)
 
 
 def render_images(
@@ -455,18 +748,27 @@ def render_images(
     noise_max: float = 0.06,
     radius_range: tuple[float, float] = (0.28, 0.47),
     max_rotation_deg: float = 20.0,
+    colour: np.ndarray | None = None,
+    size_class: np.ndarray | None = None,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Render one image per label; a pure function of its arguments and ``rng``'s state.
+    """Render one image per shape id in ``labels``; a pure function of its arguments and ``rng``.
 
-    Returns uint8 ``[N, S, S, 3]`` (HWC). The radius is drawn from ``radius_range`` times the
-    image side, the rotation from +-``max_rotation_deg``, the centre so that the shape stays
-    inside the image (a pixel from the edge when the radius leaves room), and the noise sigma
-    from [0, ``noise_max``].
+    Returns uint8 ``[N, S, S, 3]`` (HWC). ``colour``, ``size_class`` and ``background`` are
+    per-image indices into :data:`COLOURS`, :data:`SIZES` and :data:`BACKGROUNDS`, or
+    :data:`UNNAMED` (the default for all): a random colour kept apart from the background, a
+    radius from ``radius_range`` times the image side, a textured gradient. The rotation is drawn
+    from +-``max_rotation_deg``, the centre so that the shape stays inside the image (a pixel
+    from the edge when the radius leaves room), and the noise sigma from [0, ``noise_max``].
     """
     labels = np.asarray(labels, dtype=np.int64)
     n, size = labels.shape[0], image_size
-    bg0, bg1, fg = _colours(rng, n)
-    radii = rng.uniform(radius_range[0], radius_range[1], n).astype(np.float32) * size
+    unnamed = np.full(n, UNNAMED, dtype=np.int64)
+    colour = unnamed if colour is None else np.asarray(colour, dtype=np.int64)
+    size_class = unnamed if size_class is None else np.asarray(size_class, dtype=np.int64)
+    background = unnamed if background is None else np.asarray(background, dtype=np.int64)
+    bg0, bg1, fg = _colours(rng, colour, background > 0)  # "plain" (0) needs no second tone
+    radii = _radii(rng, size_class, radius_range) * size
     slack = np.maximum(size / 2.0 - radii - 1.0, 0.0)  # keeps the whole shape inside
     centers = size / 2.0 + rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32) * slack[:, None]
     angles = rng.uniform(-max_rotation_deg, max_rotation_deg, n).astype(np.float32)
@@ -475,7 +777,7 @@ def render_images(
         labels, size, centers=centers, radii=radii, angles_deg=angles, variations=variations
     )[:, None]
     # Channel-first while compositing: broadcasts then run over whole image planes.
-    image = _backgrounds(rng, bg0, bg1, size)
+    image = _backgrounds(rng, bg0, bg1, size, background)
     image -= fg[:, :, None, None]
     image *= 1.0 - alpha
     image += fg[:, :, None, None]  # = background * (1 - alpha) + shape colour * alpha
@@ -496,22 +798,31 @@ def split_labels(spec: EmbeddedSpec, split: str) -> np.ndarray:
     """Balanced, shuffled labels of ``split`` (class counts differ by at most one)."""
     index = SPLITS.index(_check_split(split))
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index, 0)))
-    return rng.permutation(np.arange(spec.size(split)) % len(LEAVES)).astype(np.int64)
+    classes = len(spec.recipe.classes)
+    return rng.permutation(np.arange(spec.size(split)) % classes).astype(np.int64)
 
 
 def _render_chunk(
     spec_fields: dict[str, Any], split_index: int, chunk: int, labels: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[n, S, S, 3]`` and attributes ``[n, len(ATTRIBUTES)]`` of one chunk."""
     spec = EmbeddedSpec.from_dict(spec_fields)
-    seq = np.random.SeedSequence(spec.seed, spawn_key=(split_index, 1, chunk))
-    return render_images(
-        labels,
-        np.random.default_rng(seq),
+    rng = np.random.default_rng(
+        np.random.SeedSequence(spec.seed, spawn_key=(split_index, 1, chunk))
+    )
+    attributes = spec.recipe.attributes(labels, rng)
+    images = render_images(
+        attributes[:, 0],
+        rng,
         spec.image_size,
         noise_max=spec.noise_max,
         radius_range=spec.radius_range,
         max_rotation_deg=spec.max_rotation_deg,
+        colour=attributes[:, 1],
+        size_class=attributes[:, 2],
+        background=attributes[:, 3],
     )
+    return images, attributes
 
 
 def _available_cpus() -> int:
@@ -544,8 +855,11 @@ def _render_in_pool(fields: dict[str, Any], jobs: list, workers: int) -> list[np
 
 def generate_splits(
     spec: EmbeddedSpec, splits: Sequence[str] = SPLITS, *, workers: int | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Render ``splits`` in memory: ``{split: (uint8 [N, S, S, 3] images, int64 [N] labels)}``.
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Render ``splits`` in memory: ``{split: (images, labels, attributes)}``.
+
+    Images are uint8 ``[N, S, S, 3]``, labels int64 ``[N]``, attributes int64 ``[N, 4]`` (the
+    columns of :data:`ATTRIBUTES`).
 
     ``workers`` processes render the chunks (default: up to 4 of the available cores when there
     are at least :data:`PARALLEL_MIN_IMAGES` images, else 1). The result does not depend on it.
@@ -573,9 +887,14 @@ def generate_splits(
     size = spec.image_size
     out = {}
     for split in splits:
-        parts = [img for (s, _, _), img in zip(jobs, rendered, strict=True) if s == split]
-        images = np.concatenate(parts) if parts else np.empty((0, size, size, 3), np.uint8)
-        out[split] = (images, labels[split])
+        parts = [part for (s, _, _), part in zip(jobs, rendered, strict=True) if s == split]
+        if parts:
+            images = np.concatenate([part[0] for part in parts])
+            attributes = np.concatenate([part[1] for part in parts])
+        else:
+            images = np.empty((0, size, size, 3), np.uint8)
+            attributes = np.empty((0, len(ATTRIBUTES)), np.int64)
+        out[split] = (images, labels[split], attributes)
     return out
 
 
@@ -606,13 +925,19 @@ def _metadata(spec: EmbeddedSpec, split: str) -> dict[bytes, bytes]:
         "split": split,
         "image_shape": [spec.image_size, spec.image_size, 3],
         "image_layout": "HWC uint8",
-        "classes": list(LEAVES),
+        "classes": list(spec.classes),
+        "attributes": list(ATTRIBUTES),
     }
     return {_METADATA_KEY: json.dumps(info, sort_keys=True).encode()}
 
 
 def _write_split(
-    path: Path, spec: EmbeddedSpec, split: str, images: np.ndarray, labels: np.ndarray
+    path: Path,
+    spec: EmbeddedSpec,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    attributes: np.ndarray,
 ) -> None:
     """Write one split atomically: a uniquely named temporary file, then a rename."""
     import pyarrow as pa
@@ -628,7 +953,14 @@ def _write_split(
         [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(images))],
     )
     table = pa.table(
-        {"image": image_column, "label": pa.array(labels.astype(np.int16))},
+        {
+            "image": image_column,
+            "label": pa.array(labels.astype(np.int16)),
+            **{
+                name: pa.array(attributes[:, i].astype(np.int8))
+                for i, name in enumerate(ATTRIBUTES)
+            },
+        },
     ).replace_schema_metadata(_metadata(spec, split))
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -661,8 +993,11 @@ def _read_split(path: Path, spec: EmbeddedSpec, split: str) -> ImageSplit | None
     if column.null_count:
         return None
     labels = table.column("label").to_numpy().astype(np.int64)
+    attributes = np.stack(
+        [table.column(name).to_numpy().astype(np.int64) for name in ATTRIBUTES], axis=1
+    ).reshape(len(labels), len(ATTRIBUTES))
     if len(column) == 0:
-        return ImageSplit.from_numpy(np.empty((0, size, size, 3), np.uint8), labels)
+        return ImageSplit.from_numpy(np.empty((0, size, size, 3), np.uint8), labels, attributes)
     offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
     buffers = column.buffers()
     offsets = np.frombuffer(buffers[1], dtype=offset_type)
@@ -672,7 +1007,7 @@ def _read_split(path: Path, spec: EmbeddedSpec, split: str) -> ImageSplit | None
     start = int(offsets[0]) if len(offsets) else 0
     data = np.frombuffer(buffers[2], dtype=np.uint8, count=len(column) * per_image, offset=start)
     images = data.reshape(len(column), size, size, 3)
-    return ImageSplit.from_numpy(images, labels)
+    return ImageSplit.from_numpy(images, labels, attributes)
 
 
 @dataclass(frozen=True)
@@ -705,8 +1040,8 @@ class EmbeddedDataset:
 def _build(spec: EmbeddedSpec, splits: Sequence[str], *, workers: int | None) -> None:
     folder = embedded_cache_path(spec)
     folder.mkdir(parents=True, exist_ok=True)
-    for split, (images, labels) in generate_splits(spec, splits, workers=workers).items():
-        _write_split(_split_file(folder, split), spec, split, images, labels)
+    for split, rendered in generate_splits(spec, splits, workers=workers).items():
+        _write_split(_split_file(folder, split), spec, split, *rendered)
 
 
 def load_embedded(
@@ -726,4 +1061,4 @@ def load_embedded(
     missing = [s for s in SPLITS if not _split_file(folder, s).is_file()]
     if missing:
         _build(spec, missing, workers=workers)
-    return EmbeddedDataset(spec=spec, cache_path=folder)
+    return EmbeddedDataset(spec=spec, cache_path=folder, classes=spec.classes)

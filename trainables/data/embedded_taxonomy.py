@@ -117,3 +117,66 @@ TREES: dict[str, dict[str, str]] = {
     "symmetry": _parent_table(_SYMMETRY_GROUPS, _SYMMETRY_TOP),
     "corners": _parent_table(_CORNER_GROUPS, _CORNER_TOP),
 }
+
+
+# --------------------------------------------------------------------------------------------
+# The wider world the base model is pretrained on (fine-tuning never sees these classes)
+# --------------------------------------------------------------------------------------------
+
+#: Shapes only the base model's pretraining sees; the held-out-shapes suite dataset tests them.
+HELD_OUT_SHAPES: tuple[str, ...] = (
+    "octagon",
+    "kite",
+    "trefoil",
+    "frame",
+    "arch",
+    "x mark",
+    "letter l",
+    "letter t",
+    "letter h",
+    "zigzag",
+    "lightning bolt",
+    "spiral",
+)
+#: Every shape the renderer draws, in shape-id order: the fine-tuning leaves, then the held-out.
+ALL_SHAPES: tuple[str, ...] = LEAVES + HELD_OUT_SHAPES
+
+# Node names are disjoint from the fine-tuning trees': the held-out tree tests zero-shot transfer
+# at every level, so no level may reuse a class fine-tuning trained on.
+_STROKE_GROUPS = {
+    "letter figure": ("letter l", "letter t", "letter h", "x mark"),
+    "winding figure": ("zigzag", "lightning bolt", "spiral"),
+    "outline figure": ("frame", "arch"),
+    "solid figure": ("octagon", "kite", "trefoil"),
+}
+_STROKE_TOP = {
+    "stroke figure": ("letter figure", "winding figure"),
+    "block figure": ("outline figure", "solid figure"),
+}
+
+#: The held-out shapes' own tree, ``{child: parent}``, keyed by tree name.
+HELD_OUT_TREES: dict[str, dict[str, str]] = {
+    "strokes": _parent_table(_STROKE_GROUPS, _STROKE_TOP),
+}
+
+#: Named shape colours (RGB in [0, 1]); images without a named colour get a random one.
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.85, 0.1, 0.1),
+    "green": (0.1, 0.7, 0.15),
+    "blue": (0.1, 0.2, 0.9),
+    "yellow": (0.95, 0.9, 0.1),
+    "purple": (0.55, 0.1, 0.75),
+    "orange": (1.0, 0.55, 0.0),
+    "white": (0.97, 0.97, 0.97),
+    "black": (0.03, 0.03, 0.03),
+}
+#: Named sizes: the shape's outer radius as a fraction of the image side. "medium" and "large"
+#: together cover the fine-tuning dataset's radius range (0.28-0.47), so its images stay true
+#: to the size words the base model learnt.
+SIZES: dict[str, tuple[float, float]] = {
+    "small": (0.17, 0.24),
+    "medium": (0.28, 0.37),
+    "large": (0.40, 0.47),
+}
+#: Named background kinds; images without one get the fine-tuning dataset's textured gradient.
+BACKGROUNDS: tuple[str, ...] = ("plain", "striped", "checkered", "dotted")

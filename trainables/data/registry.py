@@ -1,10 +1,13 @@
 """Dataset registry: one call returns any split of any supported dataset as an :class:`ImageSplit`.
 
-- ``embedded``: the procedurally rendered default (:mod:`trainables.data.embedded`), built on
-  first use and cached; splits "train", "val" and "test".
+- ``embedded`` and the other embedded datasets (:data:`~trainables.data.embedded.RECIPES`): the
+  procedurally rendered default, the pretraining world and the zero-shot suite, built on first
+  use and cached; splits "train", "val" and "test".
 - ``cifar10`` / ``cifar100``: the torchvision datasets, read from ``root`` with
-  ``download=False``; splits "train" and "test". This code never downloads: the files must be
-  fetched beforehand on a machine with internet (cluster nodes often have none).
+  ``download=False``; splits "train", "val" (the last :data:`VAL_SIZE` images of torchvision's
+  training set, held out of "train" so that selection never reads the test set) and "test".
+  This code never downloads: the files must be fetched beforehand on a machine with internet
+  (cluster nodes often have none).
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from trainables.cache import cache_dir
-from trainables.data.embedded import SPLITS, EmbeddedSpec, ImageSplit, load_embedded
+from trainables.data.embedded import (
+    RECIPES,
+    SPLITS,
+    EmbeddedSpec,
+    ImageSplit,
+    embedded_spec,
+    load_embedded,
+)
 from trainables.errors import UserInputError, must
 
 
@@ -29,12 +39,14 @@ _TORCHVISION: dict[str, _TorchvisionSource] = {
     "cifar10": _TorchvisionSource("CIFAR10", "cifar-10-batches-py"),
     "cifar100": _TorchvisionSource("CIFAR100", "cifar-100-python"),
 }
-_TORCHVISION_SPLITS = ("train", "test")
+_TORCHVISION_SPLITS = ("train", "val", "test")
+#: Images of a torchvision training set held out as the validation split.
+VAL_SIZE = 5000
 
 
 def available_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`load_split`."""
-    return ("embedded", *_TORCHVISION)
+    return (*RECIPES, *_TORCHVISION)
 
 
 def default_root() -> Path:
@@ -60,10 +72,12 @@ def load_split(
     :func:`default_root`; ignored by the embedded dataset, which lives in the cache). Unknown
     names, splits, or missing files raise :class:`UserInputError`.
     """
-    if name == "embedded":
+    if name in RECIPES:
         if split not in SPLITS:
-            raise must("split", f"one of {_quoted(SPLITS)} for 'embedded'", split)
-        return load_embedded(spec).split(split)
+            raise must("split", f"one of {_quoted(SPLITS)} for {name!r}", split)
+        if spec is not None and spec.dataset != name:
+            raise must("spec", f"a spec of {name!r}", spec.dataset)
+        return load_embedded(spec or embedded_spec(name)).split(split)
     if name not in _TORCHVISION:
         raise must("dataset", f"one of {_quoted(available_datasets())}", name)
     if split not in _TORCHVISION_SPLITS:
@@ -79,11 +93,17 @@ def _load_torchvision(name: str, split: str, root: Path) -> ImageSplit:
 
     dataset_class = getattr(torchvision.datasets, source.class_name)
     try:
-        dataset = dataset_class(str(root), train=split == "train", download=False)
+        dataset = dataset_class(str(root), train=split != "test", download=False)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
         raise _missing(name, root) from error
     images = np.asarray(dataset.data, dtype=np.uint8)  # [N, 32, 32, 3]
-    return ImageSplit.from_numpy(images, np.asarray(dataset.targets, dtype=np.int64))
+    labels = np.asarray(dataset.targets, dtype=np.int64)
+    if split != "test":
+        held_out = min(VAL_SIZE, len(labels) // 10)  # tests build small files in this format
+        cut = len(labels) - held_out
+        part = slice(cut, None) if split == "val" else slice(None, cut)
+        images, labels = images[part], labels[part]
+    return ImageSplit.from_numpy(images, labels)
 
 
 def _missing(name: str, root: Path) -> UserInputError:

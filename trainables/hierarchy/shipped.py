@@ -4,6 +4,8 @@ Shipped files live in ``trainables/hierarchy/trees/`` and are produced by
 ``raysearch trees build shipped`` (:func:`build_shipped`), never written by hand:
 
 * ``embedded``: a forest of the embedded dataset's three trees (form, symmetry, corners);
+* ``embedded-heldout-shapes``: the tree of the twelve shapes only the base model's pretraining
+  sees (``strokes``), for the zero-shot suite;
 * ``cifar10-wordnet``, ``cifar100-wordnet``: WordNet trees of the CIFAR classes (names resolved
   with the overrides in :data:`CIFAR100_SYNSETS` where a name is ambiguous);
 * ``cifar100-coarse``: CIFAR-100's 20 standard superclasses (depth 1);
@@ -38,6 +40,7 @@ TREES_DIR = Path(__file__).parent / "trees"
 #: Shipped name -> file name inside :data:`TREES_DIR`.
 SHIPPED: dict[str, str] = {
     "embedded": "embedded.json",
+    "embedded-heldout-shapes": "embedded-heldout-shapes.json",
     "cifar10-wordnet": "cifar10-wordnet.json",
     "cifar100-wordnet": "cifar100-wordnet.json",
     "cifar100-coarse": "cifar100-coarse.json",
@@ -98,6 +101,12 @@ def _embedded(wordnet_dir: str | Path | None) -> Forest:
     )
 
 
+def _embedded_heldout(wordnet_dir: str | Path | None) -> ClassTree:
+    from trainables.data.embedded_taxonomy import HELD_OUT_SHAPES, HELD_OUT_TREES
+
+    return ClassTree.from_parents("strokes", HELD_OUT_TREES["strokes"], leaves=HELD_OUT_SHAPES)
+
+
 def _cifar_wordnet(dataset: str, synsets: dict[str, str]):
     def build(wordnet_dir: str | Path | None) -> ClassTree:
         from trainables.data.class_lists import dataset_classes, dataset_labels
@@ -137,6 +146,7 @@ def _imagenet_wordnet(wordnet_dir: str | Path | None) -> ClassTree:
 
 _BUILDERS: dict[str, Callable[[str | Path | None], ClassTree | Forest]] = {
     "embedded": _embedded,
+    "embedded-heldout-shapes": _embedded_heldout,
     "cifar10-wordnet": _cifar_wordnet("cifar10", {}),
     "cifar100-wordnet": _cifar_wordnet("cifar100", CIFAR100_SYNSETS),
     "cifar100-coarse": _cifar100_coarse,

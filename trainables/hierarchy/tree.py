@@ -147,12 +147,15 @@ def _layout(
     root = ancestors[0][-trunk] if trunk else None
     paths = [chain[: len(chain) - trunk] for chain in ancestors]
     natural = max(len(path) for path in paths)
-    if natural == 0:
+    if natural == 0 and depth != 0:
         raise UserInputError(
-            f"tree `{name}` has no level above its leaves: every leaf hangs from the same root."
+            f"tree `{name}` has no level above its leaves: every leaf hangs from the same root "
+            "(a flat class list is ClassTree.flat)."
         )
     if depth is None:
         depth = natural
+    elif natural == 0:
+        pass  # a flat class list: its leaves are its only level
     elif isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= natural:
         raise must(
             "depth",
@@ -267,6 +270,15 @@ class ClassTree:
                 if cycle is not None:
                     raise UserInputError(f"tree `{name}` has a cycle: {' -> '.join(cycle)}.")
         return cls(name, tuple(leaves), table, dict(labels or {}), depth)
+
+    @classmethod
+    def flat(cls, name: str, leaves: Sequence[str], *, labels=None) -> ClassTree:
+        """A class list without superclasses (depth 0): a dataset that has no hierarchy."""
+        name = _check_name(name)
+        if isinstance(leaves, (str, bytes)) or not leaves:
+            raise must(f"leaves` of tree `{name}", "a non-empty sequence of class ids", leaves)
+        root = f"{name} root"
+        return cls(name, tuple(leaves), {leaf: root for leaf in leaves}, dict(labels or {}), 0)
 
     def cut(self, depth: int) -> ClassTree:
         """The same tree keeping only the ``depth`` levels nearest the root."""

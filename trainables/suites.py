@@ -1,0 +1,266 @@
+"""Zero-shot suites: named lists of datasets that fine-tuning never sees, and their evaluation.
+
+A suite plays the role of the paper's 15 zero-shot datasets: fine-tune on one dataset, then
+classify the classes of others with their own prompts, clean and under attack. A suite lists its
+datasets (each with its prompt templates, its trees or none, and a per-dataset sample cap) and
+the attack radii it is scored at. Adding a dataset is one :class:`SuiteDataset` entry; the
+dataset itself comes from the dataset registry (:func:`trainables.data.registry.load_split`).
+
+:func:`evaluate_suite` is the one evaluator that ``raysearch evaluate --suite``, training jobs,
+``raysearch compare`` and search objectives (``zeroshot_clean``, ``zeroshot_robust``) all call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from trainables.errors import must
+from trainables.evaluate import (
+    AttackSettings,
+    attacked_accuracy,
+    autoattack_accuracy,
+    level_accuracy,
+    projection_share,
+    robustness_profile,
+)
+from trainables.radii import format_eps
+
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class SuiteDataset:
+    """One dataset of a suite.
+
+    Attributes:
+        dataset: a name of the dataset registry.
+        templates: the prompt templates its classes are ensembled over.
+        trees: a shipped tree or forest over its classes (per-level profile), or None for a flat
+            class list.
+        samples: images evaluated per split (the first ones; a cap, as FARE's protocol uses).
+    """
+
+    dataset: str
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    trees: str | None = None
+    samples: int = 500
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of zero-shot datasets and the PGD radii its robust numbers use.
+
+    ``eps`` are the radii of the robust-accuracy curve; ``headline_eps`` (one of them) is the one
+    reported as ``robust`` and averaged into ``zeroshot_robust``.
+    """
+
+    name: str
+    datasets: tuple[SuiteDataset, ...]
+    eps: tuple[float, ...]
+    headline_eps: float
+    steps: int = 10
+    description: str = ""
+    excludes: tuple[str, ...] = field(default=())  # fine-tuning datasets it must not overlap
+
+    def __post_init__(self):
+        if not self.datasets:
+            raise must("datasets", "at least one dataset", "<none>")
+        if self.headline_eps not in self.eps:
+            raise must(
+                "headline_eps", f"one of the suite's eps {list(self.eps)}", self.headline_eps
+            )
+
+
+#: Every suite by name. The embedded one is the zero-shot side of the embedded default: the base
+#: model learnt these classes in pretraining; fine-tuning on ``embedded`` never sees them. Its
+#: radii are larger than real data's 1/255-4/255: 32x32 renders need more to bite (README).
+SUITES: dict[str, Suite] = {
+    "embedded-zeroshot": Suite(
+        name="embedded-zeroshot",
+        datasets=(
+            SuiteDataset(
+                "embedded-heldout-shapes", ("a photo of a {}.",), trees="embedded-heldout-shapes"
+            ),
+            SuiteDataset("embedded-colour", ("a photo of a {} shape.",)),
+            SuiteDataset("embedded-size", ("a photo of a {} shape.",)),
+            SuiteDataset("embedded-background", ("a photo of a shape on a {} background.",)),
+        ),
+        eps=(2 / 255, 4 / 255, 8 / 255),
+        headline_eps=4 / 255,
+        description="held-out shapes (with a tree), colour, size and background of the renders",
+        excludes=("embedded",),
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise must("suite", f"one of {', '.join(map(repr, SUITES))}", name)
+    return SUITES[name]
+
+
+def suite_forest(entry: SuiteDataset):
+    """The forest a suite dataset is classified with: its trees, or one flat class list."""
+    from trainables.data.class_lists import dataset_classes, dataset_labels
+    from trainables.hierarchy.shipped import resolve
+    from trainables.hierarchy.tree import ClassTree, as_forest
+
+    classes = dataset_classes(entry.dataset)
+    if entry.trees is None:
+        labels = dict(zip(classes, dataset_labels(entry.dataset), strict=True))
+        return as_forest(ClassTree.flat(entry.dataset, classes, labels=labels))
+    forest = as_forest(resolve(entry.trees))
+    if forest.leaves != classes:
+        raise must(
+            f"trees of {entry.dataset}", "trees over its classes in label order", entry.trees
+        )
+    return forest
+
+
+def check_disjoint(suite: Suite, fine_tuning_classes) -> None:
+    """Refuse a suite that shares a class (at any level of its trees) with the fine-tuning data."""
+    seen = set(fine_tuning_classes)
+    for entry in suite.datasets:
+        forest = suite_forest(entry)
+        names = {
+            name
+            for tree in forest.trees
+            for level in range(tree.depth + 1)
+            for name in tree.level_names(level)
+        }
+        shared = sorted(names & seen)
+        if shared:
+            raise must(
+                f"suite {suite.name}",
+                "datasets whose classes fine-tuning never sees",
+                f"{entry.dataset} shares {shared}",
+            )
+
+
+def evaluate_suite(
+    classifier,
+    suite: Suite | str,
+    *,
+    split: str = "val",
+    samples: int | None = None,
+    eps: tuple[float, ...] | None = None,
+    steps: int | None = None,
+    profile: bool = True,
+    autoattack: bool = False,
+    autoattack_steps: int = 100,
+    seed: int = 0,
+    data_root=None,
+) -> dict:
+    """Clean and robust zero-shot accuracy of ``classifier``'s model on every suite dataset.
+
+    The classifier's image encoder and head are reused with each dataset's classes and prompts
+    (:meth:`~trainables.model.ZeroShotClassifier.with_forest`). Per dataset: ``clean`` (leaf
+    accuracy), ``robust`` (leaf accuracy under PGD at the suite's headline eps), ``pgd`` (the
+    curve over ``eps``), ``levels`` (clean accuracy at every level of every tree), and with
+    ``profile`` the per-level robustness profile for datasets with trees; with ``autoattack``,
+    AutoAttack (APGD-CE + APGD-T) at the headline eps on the leaf and on every superclass
+    level. ``average`` is the unweighted mean over datasets. Settings sit beside the numbers.
+
+    ``split`` is "val" for anything that selects (objectives, promotion) and "test" for reports.
+    """
+    from trainables.data.registry import load_split
+
+    suite = get_suite(suite) if isinstance(suite, str) else suite
+    if split not in EVAL_SPLITS:
+        raise must("split", f"one of {list(EVAL_SPLITS)}", split)
+    radii = tuple(eps) if eps is not None else suite.eps
+    headline = suite.headline_eps if suite.headline_eps in radii else radii[len(radii) // 2]
+    steps = steps or suite.steps
+    started = time.perf_counter()
+    datasets = {}
+    for entry in suite.datasets:
+        forest = suite_forest(entry)
+        zero_shot = classifier.with_forest(forest, templates=entry.templates).eval()
+        data = load_split(entry.dataset, split, root=data_root)
+        data = data.subset(samples if samples is not None else entry.samples)
+        images, labels = data.images, data.labels
+        tree = forest.trees[0].name
+        levels = level_accuracy(zero_shot, images, labels)
+        curve = {}
+        for radius in radii:
+            attack = AttackSettings(eps=radius, steps=steps, seed=seed)
+            curve[format_eps(radius)] = attacked_accuracy(
+                zero_shot, images, labels, attack, tree=tree
+            )[tree][0]
+        result = {
+            "classes": len(forest.leaves),
+            "chance": 1 / len(forest.leaves),
+            "samples": int(len(labels)),
+            "templates": list(entry.templates),
+            "clean": levels[tree][0],
+            "robust": curve[format_eps(headline)],
+            "pgd": curve,
+            "levels": levels,
+        }
+        share = projection_share(zero_shot, images)
+        if share is not None:
+            result["at_projection_radius"] = share
+        has_levels = any(t.depth > 0 for t in forest.trees)
+        if profile and has_levels:
+            attack = AttackSettings(eps=headline, steps=steps, seed=seed)
+            result["profile"] = robustness_profile(zero_shot, images, labels, attack)
+        if autoattack:
+            result["autoattack"] = _autoattack_levels(
+                zero_shot, images, labels, headline, autoattack_steps, seed
+            )
+        datasets[entry.dataset] = result
+    average = {
+        key: sum(d[key] for d in datasets.values()) / len(datasets) for key in ("clean", "robust")
+    }
+    if autoattack:
+        average["autoattack"] = sum(d["autoattack"]["leaf"] for d in datasets.values()) / len(
+            datasets
+        )
+    return {
+        "suite": suite.name,
+        "split": split,
+        "settings": {
+            "attack": AttackSettings(eps=headline, steps=steps, seed=seed).describe(),
+            "eps": [format_eps(radius) for radius in radii],
+            "eps_values": list(radii),
+            "headline_eps": format_eps(headline),
+            "autoattack": {"steps": autoattack_steps, "attacks": "apgd-ce + apgd-t"}
+            if autoattack
+            else None,
+        },
+        "datasets": datasets,
+        "average": average,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _autoattack_levels(zero_shot, images, labels, eps, steps, seed) -> dict:
+    """AutoAttack accuracy at the leaf and at every superclass level of every tree."""
+    first = zero_shot.layout.tree_names[0]
+    out = {
+        "leaf": autoattack_accuracy(
+            zero_shot, images, labels, eps=eps, steps=steps, tree=first, seed=seed
+        )["accuracy"]
+    }
+    for tree in zero_shot.layout.tree_names:
+        for level in range(1, zero_shot.layout.depth(tree) + 1):
+            out[f"{tree}/{level}"] = autoattack_accuracy(
+                zero_shot, images, labels, eps=eps, steps=steps, tree=tree, level=level, seed=seed
+            )["accuracy"]
+    return out
+
+
+def summary_metrics(report: dict, prefix: str = "zeroshot") -> dict[str, float]:
+    """Flat metrics of a suite report for MLflow and Tune: per dataset and averaged.
+
+    ``zeroshot/<dataset>/clean``, ``zeroshot/<dataset>/robust``, ``zeroshot_clean``,
+    ``zeroshot_robust`` (and ``zeroshot_autoattack`` when measured).
+    """
+    metrics = {}
+    for name, result in report["datasets"].items():
+        metrics[f"{prefix}/{name}/clean"] = result["clean"]
+        metrics[f"{prefix}/{name}/robust"] = result["robust"]
+    for key, value in report["average"].items():
+        metrics[f"{prefix}_{key}"] = value
+    return metrics
