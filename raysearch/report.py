@@ -15,9 +15,14 @@ def format_attack(attack: dict) -> str:
 def format_zero_shot_report(
     report: dict, *, level_sizes: dict[str, list[int]] | None = None
 ) -> str:
-    """A table of clean accuracy per tree and level, and the leaf accuracy under attack."""
+    """A table of clean accuracy per tree and level, the leaf accuracy under attack, and (when
+    measured) the zero-shot suite's clean and robust accuracy per dataset."""
     templates = ", ".join(f'"{t}"' for t in report["templates"])
-    lines = [f"zero-shot accuracy on {report['samples']} test images (prompt {templates})"]
+    split = report.get("zeroshot", {}).get("split", "test")
+    lines = [
+        f"zero-shot accuracy on {report['samples']} {split} images of the fine-tuning classes "
+        f"(prompt {templates})"
+    ]
     lines.append(f"  {'tree':<10} {'level':>5} {'classes':>7} {'clean':>7}")
     leaf_done = False
     for tree, levels in report["clean"].items():
@@ -34,6 +39,18 @@ def format_zero_shot_report(
             lines.append(f"  {tree_shown:<10} {int(level):>5} {size:>7} {accuracy:>7.3f}")
     attacked = report["pgd_leaf"]
     lines.append(f"leaf accuracy under {format_attack(attacked['attack'])}: {attacked['leaf']:.3f}")
+    suite = report.get("zeroshot")
+    if suite:
+        lines.append(
+            f"zero-shot suite {suite['suite']} ({split} split, under "
+            f"{format_attack(suite['settings']['attack'])}):"
+        )
+        lines.append(f"  {'dataset':<26} {'classes':>7} {'clean':>7} {'robust':>7}")
+        for name, result in suite["datasets"].items():
+            lines.append(
+                f"  {name:<26} {result['classes']:>7} {result['clean']:>7.3f} "
+                f"{result['robust']:>7.3f}"
+            )
     return "\n".join(lines)
 
 

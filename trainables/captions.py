@@ -8,7 +8,7 @@ one level of detail:
   ("oval": superclass prompts only work if some captions name *only* the superclass), the shape
   with one ancestor ("circle, a kind of oval"), or just "shape" when an attribute is named;
 * each named attribute is added with some probability: "a photo of a small red circle on a
-  striped background."
+  dotted background."
 
 A caption is a :class:`Caption` key; :meth:`WorldCaptions.truth` says for every (image, caption)
 pair of a batch whether the caption is true, false or unknown (it names an attribute the image

@@ -1,4 +1,4 @@
-"""`raysearch data`: describe the embedded dataset (`info`), render or load its cache (`build`)."""
+"""`raysearch data`: describe an embedded dataset (`info`), render or load its cache (`build`)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,24 @@ import time
 from typing import Any
 
 from trainables.data.embedded import (
+    RECIPES,
     SPLITS,
     EmbeddedSpec,
     embedded_cache_path,
+    embedded_spec,
     is_cached,
     load_embedded,
 )
-from trainables.data.embedded_taxonomy import LEAVES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data",
         help="describe the embedded dataset or build its cache",
-        description="The embedded dataset: twenty procedurally rendered shapes under three "
-        "class trees, rendered once per spec and cached as Parquet.",
+        description="The embedded datasets, rendered once per spec and cached as Parquet: "
+        "`embedded` (twenty shapes under three class trees, the fine-tuning dataset), "
+        "`embedded-world` (what the base CLIP is pretrained on) and the zero-shot suite "
+        "(`embedded-heldout-shapes`, `-colour`, `-size`, `-background`).",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
@@ -54,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = EmbeddedSpec()
     group = parser.add_argument_group("dataset spec")
+    group.add_argument(
+        "--dataset", choices=tuple(RECIPES), default="embedded", help="which embedded dataset"
+    )
     group.add_argument("--seed", type=int, default=defaults.seed, help="render seed (default 0)")
     group.add_argument(
         "--image-size",
@@ -65,8 +71,9 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             f"--n-{split}",
             type=int,
-            default=defaults.size(split),
-            help=f"images in the {split} split (default {defaults.size(split)})",
+            default=None,
+            help=f"images in the {split} split (default: the dataset's own; embedded "
+            f"{defaults.size(split)})",
         )
     group.add_argument(
         "--noise-max",
@@ -78,21 +85,27 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> EmbeddedSpec:
     """The :class:`EmbeddedSpec` described by the spec options (validated there)."""
-    return EmbeddedSpec(
+    sizes = {f"n_{split}": getattr(args, f"n_{split}") for split in SPLITS}
+    return embedded_spec(
+        args.dataset,
         seed=args.seed,
         image_size=args.image_size,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        n_test=args.n_test,
         noise_max=args.noise_max,
+        **{name: value for name, value in sizes.items() if value is not None},
     )
 
 
 def dataset_info(spec: EmbeddedSpec) -> dict[str, Any]:
     """What `data info` shows, as plain data."""
     from trainables.hierarchy.shipped import load_shipped
+    from trainables.hierarchy.tree import ClassTree, as_forest
 
-    forest = load_shipped("embedded")
+    if spec.dataset == "embedded":
+        forest = load_shipped("embedded")
+    elif spec.dataset == "embedded-heldout-shapes":
+        forest = as_forest(load_shipped("embedded-heldout-shapes"))
+    else:
+        forest = as_forest(ClassTree.flat(spec.recipe.label, spec.classes))
     trees = [
         {
             "name": tree.name,
@@ -102,8 +115,10 @@ def dataset_info(spec: EmbeddedSpec) -> dict[str, Any]:
         for tree in forest.trees
     ]
     return {
-        "dataset": "embedded",
-        "classes": list(LEAVES),
+        "dataset": spec.dataset,
+        "purpose": spec.recipe.purpose,
+        "label": spec.recipe.label,
+        "classes": list(spec.classes),
         "trees": trees,
         "image_size": spec.image_size,
         "splits": {split: spec.size(split) for split in SPLITS},
@@ -117,7 +132,8 @@ def format_info(info: dict[str, Any]) -> str:
     size = info["image_size"]
     width = max(len(tree["name"]) for tree in info["trees"])
     lines = [
-        f"embedded dataset: {len(info['classes'])} classes, {size}x{size} RGB images",
+        f"{info['dataset']} ({info['purpose']}): {len(info['classes'])} classes of "
+        f"{info['label']}, {size}x{size} RGB images",
         "classes: " + ", ".join(info["classes"]),
         "trees (nodes per level, leaves first):",
     ]
@@ -162,6 +178,6 @@ def run_build(args: argparse.Namespace) -> int:
         if rendered
         else f"already cached ({images} images)"
     )
-    print(f"embedded dataset {how}; read back in {summary['read_seconds']:.2f} s")
+    print(f"{spec.dataset} dataset {how}; read back in {summary['read_seconds']:.2f} s")
     print(f"cache: {summary['cache_path']}")
     return 0

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _promote_and_predict(result, space) -> None:
-    """Register the best trial (highest robust leaf accuracy on the front) and use it once."""
+    """Register the best trial (the front's best first objective, validation) and use it once."""
     import os
 
     from raysearch import tracking
@@ -109,6 +109,7 @@ def _promote_and_predict(result, space) -> None:
     print("next:")
     print(f"  raysearch predict --model {model_uri} {image_path}")
     print(f"  raysearch evaluate --model {model_uri} --samples 500")
+    print(f"  raysearch evaluate --model {model_uri} --suite embedded-zeroshot")
     print(f"  raysearch inspect --search {result.name}")
     print(f"  raysearch ui          # MLflow UI on http://127.0.0.1:5000 ({uri})")
 

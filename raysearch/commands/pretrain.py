@@ -89,8 +89,9 @@ def describe_base(base, seconds: float, sizes: dict[str, list[int]]) -> str:
     )
     return "\n".join(
         [
-            f"base CLIP `{report['model']}` on the embedded dataset: {how}",
+            f"base CLIP `{report['model']}` on the embedded world: {how}",
             f"weights: {base.path}",
-            format_zero_shot_report(report, level_sizes=sizes),
+            format_zero_shot_report(report["val"], level_sizes=sizes),
+            format_zero_shot_report(report["test"], level_sizes=sizes),
         ]
     )

@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
         "tracking_uri": result.tracking_uri,
         "checkpoint": result.checkpoint,
         "metrics": {k: v for k, v in result.metrics.items() if "/" not in k},
+        # Reported, never selected on: the same numbers on the test split.
+        "test_metrics": {
+            k.removeprefix("test/"): v
+            for k, v in result.metrics.items()
+            if k.startswith("test/") and k.count("/") == 1
+        },
     }
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -69,7 +75,19 @@ def run(args: argparse.Namespace) -> int:
     metrics = summary["metrics"]
     print(f"job {result.job} finished: MLflow run {result.run_id} ({result.tracking_uri})")
     print(f"checkpoint: {result.checkpoint}")
-    shown = ("loss", "clean_leaf", "robust_leaf", "transfer", "images_per_second")
+    shown = ("loss", "clean_leaf", "robust_leaf", "transfer", "zeroshot_clean", "zeroshot_robust")
     epochs = f"epochs {int(metrics['epoch']) + 1}  " if "epoch" in metrics else ""
-    print(epochs + "  ".join(f"{key} {metrics[key]:.4g}" for key in shown if key in metrics))
+    print(
+        "validation: "
+        + epochs
+        + "  ".join(f"{key} {metrics[key]:.4g}" for key in shown if key in metrics)
+        + (
+            f"  ({metrics['images_per_second']:.0f} img/s)"
+            if "images_per_second" in metrics
+            else ""
+        )
+    )
+    test = summary["test_metrics"]
+    if test:
+        print("test: " + "  ".join(f"{key} {test[key]:.4g}" for key in shown if key in test))
     return 0

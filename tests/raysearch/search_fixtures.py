@@ -18,6 +18,7 @@ SMALL_EPS, LARGE_EPS = 0.0001, 0.2
 TINY = [
     "data.train_size=512",
     "data.eval_samples=64",
+    "data.zeroshot_samples=24",
     "optim.batch_size=64",
     "optim.epochs=2",
     "optim.warmup_steps=2",

@@ -75,3 +75,23 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, expected):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], captured.err
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("dataset", "label", "classes", "depth"),
+    [
+        ("embedded-heldout-shapes", "shape", 12, 2),
+        ("embedded-colour", "colour", 8, 0),
+        ("embedded-size", "size", 3, 0),
+        ("embedded-background", "background", 3, 0),
+    ],
+)
+def test_every_suite_dataset_can_be_described_and_built(
+    capsys, cache_root, dataset, label, classes, depth
+):
+    info = _run_json(capsys, "data", "info", "--dataset", dataset, "--json")
+    assert info["dataset"] == dataset and info["label"] == label
+    assert len(info["classes"]) == classes and info["trees"][0]["depth"] == depth
+    assert info["splits"] == {"train": 1000, "val": 1000, "test": 1000}  # the suite's defaults
+    built = _run_json(capsys, "data", "build", "--dataset", dataset, "--n-train", "16", "--json")
+    assert built["rendered"] and built["images"] == 16 + 1000 + 1000

@@ -9,7 +9,7 @@ def test_pretrain_json_reports_every_level_and_the_attack(base_model, forest, ca
     assert main(["pretrain", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["built"] is False and summary["weights"] == str(base_model.path)
-    report = summary["report"]
+    report = summary["report"]["val"]
     for tree in forest.trees:
         assert sorted(map(int, report["clean"][tree.name])) == list(range(tree.depth + 1))
     attack = report["pgd_leaf"]["attack"]
@@ -31,7 +31,7 @@ def test_demo_prints_dataset_trees_report_and_a_search(
     assert "leaf accuracy under PGD-10 L-inf eps=8/255" in out
     assert "[4/6] search demo.yaml: 1 trials" in out
     assert "trial 0 finished" in out
-    assert "Pareto front (robust_leaf vs clean_leaf): trials 0" in out
+    assert "Pareto front (zeroshot_robust vs clean_leaf): trials 0" in out
     assert "[5/6] registered trial 0 as raysearch-demo version 1, alias champion" in out
     assert "[6/6] models:/raysearch-demo@champion on example.png" in out
     assert "      leaf: " in out

@@ -112,6 +112,11 @@ def test_promote_refuses_pruned_failed_and_checkpointless_runs(searched, promote
         argv = ["promote", "--search", result.name, "--metric", "robust_leaf", "--name", MODEL]
         assert main([*argv, "--min-clean", "1.01", *_store(searched)]) == 2
         assert "with clean_leaf >= 1.01" in capsys.readouterr().err
+        # Test-split numbers are reported, never selected on.
+        for metric in ("test.robust_leaf", "test/zeroshot_robust"):
+            argv = ["promote", "--search", result.name, "--metric", metric, "--name", MODEL]
+            assert main([*argv, *_store(searched)]) == 2
+            assert "`--metric` must be a validation metric" in capsys.readouterr().err
         assert (
             main(
                 [
@@ -225,6 +230,44 @@ def test_evaluate_on_a_run_id_and_on_the_registered_model_agree(searched, promot
     assert set(by_run["superclass_attacks"]) == {"form", "symmetry", "corners"}
     assert by_run["settings"]["samples"] == 48
     assert 0 <= by_run["robust_leaf"] <= by_run["clean_leaf"] <= 1
+
+
+def test_trials_log_validation_test_and_zero_shot_metrics(searched):
+    client = tracking.client(_uri(searched))
+    finished = [row for row in searched["result"].rows if row.status == "finished"]
+    metrics = client.get_run(finished[0].run_id).data.metrics
+    for name in ("clean_leaf", "robust_leaf", "test.clean_leaf", "test.robust_leaf"):
+        assert 0 <= metrics[name] <= 1, name
+    for name in ("zeroshot_clean", "zeroshot_robust", "test.zeroshot_clean"):
+        assert 0 <= metrics[name] <= 1, name
+    assert "zeroshot.embedded-colour.clean" in metrics
+
+
+def test_evaluate_a_suite_on_a_trained_and_on_the_base_model(searched, promoted, capsys, tmp_path):
+    reports = []
+    for model in (f"models:/{MODEL}@champion", "embedded"):
+        argv = ["evaluate", "--model", model, "--suite", "embedded-zeroshot", "--json"]
+        argv += ["--samples", "24", "--steps", "2", "--eps", "2/255,4/255"]
+        assert main([*argv, *_store(searched)]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    for report in reports:
+        assert report["split"] == "test" and report["fine_tuned_on"] == "embedded"
+        assert len(report["datasets"]) == 4
+        for result in report["datasets"].values():
+            assert {"clean", "robust", "pgd", "levels"} <= set(result)
+            assert list(result["pgd"]) == ["2/255", "4/255"]
+        assert set(report["average"]) == {"clean", "robust"}
+    # The two models differ (fine-tuning changed the image encoder), on the same images.
+    trained, base = reports
+    assert trained["datasets"] != base["datasets"]
+    # A table and a plot without --json.
+    plot = tmp_path / "suite.png"
+    argv = ["evaluate", "--model", "embedded", "--suite", "embedded-zeroshot"]
+    argv += ["--samples", "16", "--steps", "1", "--plot", str(plot)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "every class below is zero-shot" in out and "average" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_predict_and_evaluate_refuse_bad_input_with_one_line(searched, promoted, capsys, tmp_path):

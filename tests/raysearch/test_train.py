@@ -26,6 +26,7 @@ TINY = [
     "method.name=tecoa",
     "data.train_size=512",
     "data.eval_samples=64",
+    "data.zeroshot_samples=24",
     "optim.batch_size=64",
     "optim.epochs=3",
     "optim.warmup_steps=2",

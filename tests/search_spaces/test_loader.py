@@ -171,7 +171,7 @@ def test_shipped_spaces_load(name):
     space = load_space(SHIPPED / f"{name}.yaml")
     assert space.name == name
     assert space.budget.trials >= 1
-    assert space.metrics[0] == "robust_leaf"
+    assert space.metrics[0] in ("robust_leaf", "zeroshot_robust")  # validation metrics
     assert space.multi_objective == (len(space.metrics) == 2)
     assert set(space.modes) == {"max"}
 
@@ -374,7 +374,7 @@ def test_concurrency_may_be_auto_but_no_other_word(tmp_path):
     assert '"auto"' in message and "'many'" in message
 
 
-@pytest.mark.parametrize("metric", ["transfer", "worst_superclass"])
+@pytest.mark.parametrize("metric", ["transfer", "worst_superclass", "zeroshot_robust"])
 def test_asha_refuses_a_first_objective_measured_only_after_the_last_epoch(tmp_path, metric):
     first = {"metric": metric, "mode": "max"}
     for budget in ({"trials": 2}, {"scheduler": "asha"}):  # asha is the default
@@ -393,3 +393,43 @@ def test_a_final_only_metric_may_be_the_second_objective_under_asha(tmp_path):
     objectives = [{"metric": "robust_leaf", "mode": "max"}, {"metric": "transfer", "mode": "max"}]
     space = load_space(_write(tmp_path, {"optim.lr": LR}, objective=objectives))
     assert space.budget.scheduler == "asha" and space.metrics == ["robust_leaf", "transfer"]
+
+
+# -- selection reads validation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["test/robust_leaf", "test/zeroshot_robust", "test/clean_leaf"])
+def test_a_test_split_metric_is_never_an_objective(tmp_path, metric):
+    with pytest.raises(UserInputError) as caught:
+        load_space(_write(tmp_path, {"optim.lr": LR}, objective={"metric": metric, "mode": "max"}))
+    message = str(caught.value)
+    assert message.startswith("`objective.metric` must be a validation metric")
+    assert metric in message
+
+
+def test_zero_shot_objectives_need_a_suite_and_run_under_asha_when_measured_every_epoch(tmp_path):
+    objectives = [
+        {"metric": "zeroshot_robust", "mode": "max"},
+        {"metric": "zeroshot/embedded-colour/clean", "mode": "max"},
+    ]
+    every_epoch = ["data.zeroshot_every_epoch=true"]
+    space = load_space(
+        _write(tmp_path, {"optim.lr": LR}, objective=objectives, overrides=every_epoch)
+    )
+    assert space.budget.scheduler == "asha"
+    assert space.base.data.zeroshot_suite == "embedded-zeroshot"
+    with pytest.raises(UserInputError, match="zeroshot_\\* need data.zeroshot_suite"):
+        load_space(
+            _write(
+                tmp_path,
+                {"optim.lr": LR},
+                objective=objectives,
+                overrides=["data.zeroshot_suite=null"],
+            )
+        )
+
+
+def test_the_demo_trades_zero_shot_robustness_against_validation_accuracy():
+    space = load_space(SHIPPED / "demo.yaml")
+    assert space.metrics == ["zeroshot_robust", "clean_leaf"]
+    assert space.base.data.zeroshot_every_epoch and space.budget.scheduler == "asha"

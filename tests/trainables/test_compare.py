@@ -1,8 +1,21 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from trainables.compare import CompareSettings, run_compare, summarise, table_columns
+from trainables.compare import (
+    ENTRIES,
+    CompareSettings,
+    claims,
+    entry_settings,
+    interval,
+    paired_difference,
+    run_compare,
+    summarise,
+    t_quantile,
+    table_columns,
+)
 from trainables.errors import UserInputError
 from trainables.evaluate import AttackSettings
 from trainables.training import OptimSettings
@@ -16,6 +29,10 @@ def test_smoke_compare_fine_tunes_and_profiles_each_method(base_model, forest, e
         evaluation=AttackSettings(eps=4 / 255, steps=2),
         eval_samples=40,
         train_size=64,
+        suite_samples=16,
+        check_samples=12,
+        autoattack_steps=2,
+        square_queries=10,
     )
     results = run_compare(settings, base=base_model.loaded, forest=forest, dataset=embedded)
     rows = {row["method"]: row for row in results["rows"]}
@@ -26,42 +43,107 @@ def test_smoke_compare_fine_tunes_and_profiles_each_method(base_model, forest, e
         assert profile["settings"]["samples"] == 40
         assert set(profile["superclass_attacks"]) == set(forest.names)
         assert profile["robust_leaf"] <= profile["clean_leaf"]
-    # Every method starts from the same base: the base model itself is never trained.
-    base_rows = run_compare(
-        CompareSettings(
-            methods=("clip",),
-            seeds=(0,),
-            evaluation=AttackSettings(eps=4 / 255, steps=2),
-            eval_samples=40,
-        ),
-        base=base_model.loaded,
-        forest=forest,
-        dataset=embedded,
-    )["rows"]
-    assert base_rows[0]["profile"] == rows["clip"]["profile"]
-
-
-def test_summary_reports_mean_and_spread_over_seeds():
-    def row(method, seed, value):
-        profile = {
-            "clean_leaf": value,
-            "robust_leaf": value / 2,
-            "superclass_attacks": {"t": {1: {"level": value, "leaf": value}}},
-            "transfer": value,
+        zero_shot = row["zeroshot"]
+        assert zero_shot["split"] == "test" and len(zero_shot["datasets"]) == 4
+        checks = row["checks"]  # one seed: it is the first, so every method is checked
+        assert checks["samples"] == 12
+        assert set(checks["autoattack"]) == {"leaf", "form/1", "form/2", "form/3"} | {
+            f"{tree}/{level}" for tree in ("symmetry", "corners") for level in (1, 2)
         }
-        return {"method": method, "seed": seed, "profile": profile}
+        assert {"pgd", "square", "worst_case", "problems"} <= set(checks["strength"])
+        assert 0 <= checks["zeroshot_autoattack"]["average"] <= 1
+    assert results["settings"]["split"].startswith("test")
+    assert results["settings"]["protocol"].startswith("equal budget")
+    verdicts = {claim["claim"][:3]: claim["verdict"] for claim in results["claims"]}
+    assert set(verdicts) == {"(a)", "(b)", "(c)", "(d)", "(e)"}
+    assert verdicts["(d)"].startswith("not measured")  # hrz was not run
 
-    summary = summarise([row("a", 0, 0.5), row("a", 1, 0.7)])
+
+def test_variants_change_only_what_their_name_says():
+    assert set(ENTRIES) >= {"hrz-forest+margins", "hrz-forest/leaf-attack"}
+    paper = entry_settings("hrz-forest")
+    assert paper.loss.margins.base == 0.0  # the paper's implicit margins are the default
+    margins = entry_settings("hrz-forest+margins")
+    assert margins.loss.margins.base > 0 and margins.loss.margins.shape == "theorem"
+    assert margins.attack == paper.attack and margins.head == paper.head
+    per_level = entry_settings("hrz-forest/per-level-attack")
+    assert per_level.attack.strategy == "per_level" and per_level.loss == paper.loss
+
+
+def test_intervals_use_the_student_t_quantile():
+    assert t_quantile(0.95, 4) == pytest.approx(2.776, abs=1e-3)
+    values = [0.5, 0.6, 0.7, 0.4, 0.8]
+    stats = interval(values)
+    std = math.sqrt(sum((v - 0.6) ** 2 for v in values) / 4)  # sample std (n - 1)
+    assert stats["mean"] == pytest.approx(0.6) and stats["std"] == pytest.approx(std)
+    assert stats["ci95"] == pytest.approx(2.776 * std / math.sqrt(5), rel=1e-3)
+    assert math.isnan(interval([0.5])["ci95"])
+
+
+def _row(method, seed, clean, robust, zs_clean, zs_robust, seconds=10.0):
+    return {
+        "method": method,
+        "seed": seed,
+        "profile": {
+            "clean_leaf": clean,
+            "robust_leaf": robust,
+            "superclass_attacks": {"t": {1: {"level": clean, "leaf": robust}}},
+            "transfer": robust,
+        },
+        "zeroshot": {
+            "average": {"clean": zs_clean, "robust": zs_robust},
+            "datasets": {"d": {"clean": zs_clean, "robust": zs_robust}},
+        },
+        "train": {"seconds": seconds},
+    }
+
+
+def test_summary_and_paired_differences_over_seeds():
+    rows = [_row("a", s, 0.5 + 0.1 * s, 0.2, 0.6, 0.3) for s in range(3)]
+    rows += [_row("b", s, 0.4 + 0.1 * s, 0.2, 0.6, 0.3) for s in range(3)]
+    summary = summarise(rows)
     assert summary["a"]["clean leaf"]["mean"] == pytest.approx(0.6)
-    assert summary["a"]["clean leaf"]["std"] == pytest.approx(0.1)
-    assert summary["a"]["robust leaf"]["n"] == 2
-    assert list(table_columns(row("a", 0, 0.5)["profile"])) == [
+    assert summary["a"]["zeroshot robust"]["n"] == 3
+    assert list(table_columns(rows[0]))[:5] == [
         "clean leaf",
         "robust leaf",
         "t/1 level",
         "t/1 leaf",
         "transfer",
     ]
+    # Paired by seed, a - b is exactly 0.1 every time: a zero-width interval.
+    difference = paired_difference(rows, "a", "b", "clean leaf")
+    assert difference["mean"] == pytest.approx(0.1) and difference["ci95"] == pytest.approx(0)
+    assert paired_difference(rows, "a", "missing", "clean leaf") is None
+
+
+def test_claims_hold_are_contradicted_or_unresolved_by_the_interval():
+    rows = []
+    for seed in range(5):
+        jitter = 0.01 * (seed - 2)
+        rows += [
+            _row("clip", seed, 0.97, 0.05, 0.90, 0.10),
+            _row("tecoa", seed, 0.95, 0.60, 0.70 + jitter, 0.40 + jitter),
+            _row("hrz", seed, 0.96, 0.62, 0.80 + jitter, 0.45),
+            _row("hrz-forest", seed, 0.96, 0.65, 0.85, 0.50 + jitter, seconds=12),
+            _row("hrz-forest/leaf-attack", seed, 0.96, 0.55, 0.85, 0.40, seconds=11),
+            _row("hrz-forest/per-level-attack", seed, 0.96, 0.66 - jitter, 0.85, 0.5, seconds=30),
+        ]
+    verdicts = {c["claim"][:3]: c["verdict"] for c in claims(rows, summarise(rows))}
+    assert verdicts == {
+        "(a)": "holds",
+        "(b)": "holds",
+        "(c)": "holds",
+        "(d)": "holds",
+        "(e)": "holds",
+    }
+    # TeCoA as accurate zero-shot as CLIP: claim (b) is contradicted.
+    flipped = [
+        _row("tecoa", r["seed"], 0.95, 0.6, 0.95, 0.4) if r["method"] == "tecoa" else r
+        for r in rows
+    ]
+    verdicts = {c["claim"][:3]: c["verdict"] for c in claims(flipped, summarise(flipped))}
+    assert verdicts["(b)"] == "contradicted"
 
 
 def test_bad_compare_settings_are_refused():
@@ -69,3 +151,7 @@ def test_bad_compare_settings_are_refused():
         CompareSettings(methods=("clip", "madry"))
     with pytest.raises(UserInputError, match="`seeds` must be"):
         CompareSettings(seeds=())
+    with pytest.raises(UserInputError, match="`seeds` must be distinct"):
+        CompareSettings(seeds=(1, 1))
+    with pytest.raises(UserInputError, match="`suite` must be one of"):
+        CompareSettings(suite="imagenet-15")

@@ -222,9 +222,12 @@ def test_load_builds_once_then_reads_the_cache(monkeypatch):
     assert floats.dtype == torch.float32 and 0.0 <= floats.min() and floats.max() <= 1.0
     assert len(train.subset(5)) == 5 and torch.equal(train.subset(5).images, train.images[:5])
 
-    fresh_images, fresh_labels = generate_splits(SMALL, ["train"], workers=1)["train"]
+    fresh_images, fresh_labels, fresh_attributes = generate_splits(SMALL, ["train"], workers=1)[
+        "train"
+    ]
     assert np.array_equal(train.images.permute(0, 2, 3, 1).numpy(), fresh_images)
     assert np.array_equal(train.labels.numpy(), fresh_labels)
+    assert np.array_equal(train.attributes.numpy(), fresh_attributes)
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in dataset.cache_path.iterdir()}
     assert sorted(mtimes) == [f"{split}.parquet" for split in sorted(SPLITS)]
@@ -288,14 +291,23 @@ def test_a_damaged_file_is_rendered_again():
 
 
 def test_registry_serves_the_embedded_splits():
-    assert available_datasets() == ("embedded", "cifar10", "cifar100")
+    assert available_datasets() == (
+        "embedded",
+        "embedded-world",
+        "embedded-heldout-shapes",
+        "embedded-colour",
+        "embedded-size",
+        "embedded-background",
+        "cifar10",
+        "cifar100",
+    )
     val = load_split("embedded", "val", spec=SMALL)
     assert torch.equal(val.images, load_embedded(SMALL).split("val").images)
 
 
 @pytest.mark.parametrize(
     ("name", "split", "field"),
-    [("imagenet", "test", "dataset"), ("embedded", "dev", "split"), ("cifar10", "val", "split")],
+    [("imagenet", "test", "dataset"), ("embedded", "dev", "split"), ("cifar10", "dev", "split")],
 )
 def test_registry_rejects_unknown_names(name, split, field):
     with pytest.raises(UserInputError, match=f"`{field}` must be"):
@@ -325,7 +337,7 @@ def test_torchvision_arrays_become_an_image_split(tmp_path, monkeypatch):
     class FakeCifar:
         def __init__(self, root, train, download):
             assert download is False and root == str(tmp_path)
-            count = 6 if train else 4
+            count = 30 if train else 4
             self.data = np.arange(count * 32 * 32 * 3, dtype=np.int64).reshape(count, 32, 32, 3)
             self.data = (self.data % 251).astype(np.uint8)
             self.targets = list(range(count))
@@ -336,4 +348,61 @@ def test_torchvision_arrays_become_an_image_split(tmp_path, monkeypatch):
     assert test.images.shape == (4, 3, 32, 32) and test.labels.tolist() == [0, 1, 2, 3]
     expected = FakeCifar(str(tmp_path), False, False).data
     assert np.array_equal(test.images.permute(0, 2, 3, 1).numpy(), expected)
-    assert len(load_split("cifar100", "train", root=tmp_path)) == 6
+    # Validation is held out of torchvision's training set (never the test set): disjoint.
+    train = load_split("cifar100", "train", root=tmp_path)
+    val = load_split("cifar100", "val", root=tmp_path)
+    assert len(train) == 27 and len(val) == 3
+    assert train.labels.tolist() == list(range(27)) and val.labels.tolist() == [27, 28, 29]
+
+
+# -- the embedded world ------------------------------------------------------------------------
+
+
+def test_every_embedded_dataset_labels_its_own_attribute():
+    from trainables.data.embedded import ATTRIBUTES, RECIPES, UNNAMED, embedded_spec
+    from trainables.data.embedded_taxonomy import ALL_SHAPES, HELD_OUT_SHAPES
+
+    for name, recipe in RECIPES.items():
+        spec = embedded_spec(name, n_train=96, n_val=0, n_test=0)
+        images, labels, attributes = generate_splits(spec, ["train"], workers=1)["train"]
+        assert images.shape == (96, 32, 32, 3) and attributes.shape == (96, len(ATTRIBUTES))
+        assert np.bincount(labels).max() - np.bincount(labels).min() <= 1  # balanced
+        column = attributes[:, ATTRIBUTES.index(recipe.label)]
+        if recipe.label == "shape":
+            assert [ALL_SHAPES[s] for s in column] == [recipe.classes[i] for i in labels]
+        else:
+            assert np.array_equal(column, labels)
+        assert set(attributes[:, 0]) <= set(recipe.shapes)
+    # Fine-tuning images name no attribute; held-out shapes never appear in them.
+    spec = embedded_spec("embedded", n_train=200, n_val=0, n_test=0)
+    _, _, attributes = generate_splits(spec, ["train"], workers=1)["train"]
+    assert (attributes[:, 1:] == UNNAMED).all() and attributes[:, 0].max() < len(LEAVES)
+    assert not set(HELD_OUT_SHAPES) & set(LEAVES)
+
+
+def test_named_attributes_are_visible_in_the_pixels():
+    from trainables.data.embedded_taxonomy import COLOURS
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros(64, dtype=np.int64)  # circles
+    # A named colour is the shape's colour: the centre pixel of a large circle.
+    red = render_images(labels, rng, colour=np.zeros(64), size_class=np.full(64, 2), noise_max=0)
+    centre = red[:, 14:18, 14:18].reshape(64, -1, 3).mean(axis=1) / 255
+    assert np.abs(centre - np.array(COLOURS["red"])).max() < 0.1
+    # Small shapes cover less of the image than large ones.
+    small = render_images(labels, rng, size_class=np.zeros(64), colour=np.full(64, 6), noise_max=0)
+    large = render_images(
+        labels, rng, size_class=np.full(64, 2), colour=np.full(64, 6), noise_max=0
+    )
+    white = lambda images: (images.min(axis=3) > 230).mean()  # noqa: E731
+    assert white(small) < 0.5 * white(large)
+    # A plain background has one tone; a checkered one has two, far apart.
+    plain = render_images(
+        labels, rng, background=np.zeros(64), size_class=np.zeros(64), noise_max=0
+    )
+    checkered = render_images(
+        labels, rng, background=np.ones(64), size_class=np.zeros(64), noise_max=0
+    )
+    corner = lambda images: images[:, :6, :6].reshape(64, -1, 3).astype(float)  # noqa: E731
+    assert np.median(corner(plain).std(axis=1).max(axis=1)) < 1.0  # (a shape may reach in)
+    assert np.median(corner(checkered).std(axis=1).max(axis=1)) > 20

@@ -273,3 +273,15 @@ def test_forest_mistakes(embedded):
         embedded.select(["symmetry"], depths={"symmetry": 3})
     with pytest.raises(UserInputError, match="must be the given classes"):
         symmetry.with_leaf_order(LEAVES[:-1])
+
+
+def test_a_flat_class_list_is_a_tree_of_depth_zero():
+    flat = ClassTree.flat("colour", ("red", "green", "blue"))
+    assert flat.depth == 0 and flat.level_names(0) == ("red", "green", "blue")
+    assert flat.leaf_to_node(0).tolist() == [0, 1, 2]
+    assert flat == ClassTree.flat("colour", ("red", "green", "blue"))
+    # Without asking for it, a table whose leaves all hang from one root is still refused.
+    with pytest.raises(UserInputError, match="no level above its leaves"):
+        ClassTree.from_parents("colour", {"red": "c", "green": "c"}, leaves=("red", "green"))
+    with pytest.raises(UserInputError, match="must be a non-empty sequence"):
+        ClassTree.flat("colour", ())

@@ -171,3 +171,29 @@ def test_bad_head_settings_are_refused():
         HeadSettings(geometry="spherical")
     with pytest.raises(UserInputError, match="`head.temperature` must be"):
         HeadSettings(temperature=0)
+
+
+def test_separate_batches_keep_batch_norm_statistics_apart(tiny_clip, forest):
+    classifier = ZeroShotClassifier(tiny_clip, forest).train()  # batch norm uses batch stats
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(6, 3, 32, 32, generator=generator)
+    adversarial = (clean + 0.3 * torch.rand(6, 3, 32, 32, generator=generator)).clamp(0, 1)
+    stacked = torch.cat([adversarial, clean])
+    with torch.no_grad():
+        separate = classifier(stacked, separate_batches=2)
+        one_by_one = torch.cat([classifier(adversarial), classifier(clean)])
+        shared = classifier(stacked)
+    assert torch.allclose(separate, one_by_one, atol=1e-5)
+    assert not torch.allclose(shared, one_by_one, atol=1e-3)  # mixed statistics differ
+
+
+def test_with_forest_takes_a_zero_shot_datasets_own_prompts(classifier):
+    from trainables.hierarchy.tree import ClassTree, Forest
+
+    colours = Forest([ClassTree.flat("colour", ("red", "blue"))])
+    twin = classifier.with_forest(colours, templates=("a photo of a {} shape.",))
+    assert twin.templates == ("a photo of a {} shape.",) and twin.clip is classifier.clip
+    expected = classifier.encode_prompts(["red"])  # the classifier's own template differs
+    assert not torch.allclose(twin.prototypes[:1], expected)
+    with pytest.raises(UserInputError, match="`templates` must be"):
+        classifier.with_forest(colours, templates=("no placeholder",))

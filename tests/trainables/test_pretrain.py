@@ -8,16 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from trainables import pretrain
-from trainables.captions import CaptionBank
+from trainables.captions import Caption, CaptionMix
 from trainables.evaluate import AttackSettings, attacked_accuracy, level_accuracy
 from trainables.model import ZeroShotClassifier
 from trainables.pretrain import (
     LEAF_BAR,
     PGD_LEAF_BAR,
     TOP_LEVEL_BAR,
+    ZEROSHOT_ATTACK_DROP,
+    ZEROSHOT_CLEAN_BAR,
     bar_margins,
     base_model_key,
     contrastive_loss,
+    world_captions,
 )
 
 
@@ -60,39 +63,97 @@ def test_contrastive_loss_gradients_are_finite():
     assert torch.isfinite(images.grad).all() and torch.isfinite(texts.grad).all()
 
 
-def test_captions_name_every_leaf_and_every_superclass_of_every_tree(forest):
-    bank = CaptionBank.from_forest(forest)
-    text = " ".join(bank.captions)
-    for tree in forest.trees:
-        for level in range(tree.depth + 1):
-            for name in tree.level_names(level):
-                assert f"a photo of a {name}." in bank.captions, name
-    assert "a kind of" in text
-    # Truth table: a superclass caption is true of exactly the leaves under it.
-    tree = forest.trees[0]
-    top = tree.level_names(tree.depth)[0]
-    caption = bank.captions.index(f"a photo of a {top}.")
-    members = tree.leaf_to_node(tree.depth) == 0
-    assert torch.equal(bank.describes[caption], members)
+def test_unknown_pairs_count_neither_as_positives_nor_as_negatives():
+    features = torch.eye(3)
+    positives = torch.eye(3, dtype=torch.bool)
+    known = torch.ones(3, 3, dtype=torch.bool)
+    base = contrastive_loss(features, features, positives, torch.tensor(5.0), known)
+    # Hiding a negative pair lowers the loss; the masked logit makes no NaN.
+    known[0, 1] = False
+    masked = contrastive_loss(features, features, positives, torch.tensor(5.0), known)
+    assert torch.isfinite(masked) and masked < base
+    # Moving the hidden pair's features changes nothing in the image-0 row.
+    texts = features.clone()
+    texts[1] = torch.tensor([1.0, 0.0, 0.0])
+    row = contrastive_loss(features[:1], texts, positives[:1], torch.tensor(5.0), known[:1])
+    row_far = contrastive_loss(features[:1], features, positives[:1], torch.tensor(5.0), known[:1])
+    assert row.item() == pytest.approx(row_far.item(), abs=1e-6)
 
 
-def test_caption_sampling_respects_the_fractions(forest):
-    bank = CaptionBank.from_forest(forest)
-    labels = torch.arange(len(forest.leaves)).repeat(200)
-    chosen = bank.sample(
-        labels, torch.Generator().manual_seed(0), super_fraction=0.3, context_fraction=0.0
+@pytest.fixture(scope="module")
+def world():
+    from trainables.hierarchy.shipped import load_shipped
+    from trainables.hierarchy.tree import as_forest
+
+    return world_captions(
+        load_shipped("embedded"), as_forest(load_shipped("embedded-heldout-shapes"))
     )
-    true_of_own_leaf = bank.describes[chosen, labels]
-    assert bool(true_of_own_leaf.all())
-    leaf_only = bank.describes[chosen].sum(dim=1) == 1
-    assert 0.6 < leaf_only.float().mean().item() < 0.8
+
+
+def test_world_captions_cover_every_shape_superclass_and_attribute(world, forest):
+    from trainables.data.embedded_taxonomy import ALL_SHAPES, COLOURS, HELD_OUT_TREES
+
+    assert world.shapes == ALL_SHAPES
+    superclasses = {
+        n for t in forest.trees for lv in range(1, t.depth + 1) for n in t.level_names(lv)
+    }
+    superclasses |= set(HELD_OUT_TREES["strokes"].values())
+    assert superclasses | set(ALL_SHAPES) | {"shape"} == set(world.nodes)
+    # A superclass node is true of exactly its members.
+    oval = world.nodes.index("oval")
+    assert [world.shapes[i] for i in world.members[oval].nonzero().flatten()] == [
+        "circle",
+        "ellipse",
+        "ring",
+    ]
+    red, small, dotted = 0, 0, 2
+    caption = Caption(world.nodes.index("circle"), red, small, dotted, 0)
+    assert world.text(caption) == "a photo of a small red circle on a dotted background."
+    assert list(COLOURS)[red] == "red"
+    context = Caption(world.nodes.index("circle"), -1, -1, -1, 0, oval)
+    assert world.text(context) == "a photo of a circle, a kind of oval."
+
+
+def test_caption_truth_knows_when_an_image_has_no_name_for_an_attribute(world):
+    circle, square = world.shapes.index("circle"), world.shapes.index("square")
+    # [shape, colour, size, background]: a red circle, a circle of random colour, a square.
+    images = torch.tensor([[circle, 0, 2, -1], [circle, -1, 2, -1], [square, 0, 2, -1]])
+    captions = [
+        Caption(world.nodes.index("circle"), 0, -1, -1, 0),  # "a red circle"
+        Caption(world.nodes.index("shape"), 0, 2, -1, 0),  # "a large red shape"
+        Caption(world.nodes.index("oval"), -1, -1, 0, 0),  # "an oval on a plain background"
+    ]
+    positive, known = world.truth(images, captions)
+    assert positive.tolist() == [[True, True, False], [False, False, False], [False, True, False]]
+    # The random colour cannot be called red or not; no background is named in any image.
+    assert known.tolist() == [[True, True, False], [False, False, False], [True, True, False]]
+
+
+def test_sampled_captions_are_true_of_their_images_and_follow_the_mix(world):
+    from trainables.data.embedded import embedded_spec, generate_splits
+
+    spec = embedded_spec("embedded-world", n_train=600, n_val=0, n_test=0)
+    _, _, attributes = generate_splits(spec, ["train"], workers=1)["train"]
+    attributes = torch.from_numpy(attributes)
+    mix = CaptionMix(super_fraction=0.2, context_fraction=0.2, attribute_rate=0.5)
+    captions = world.sample(attributes, torch.Generator().manual_seed(0), mix)
+    positive, known = world.truth(attributes, captions)
+    assert bool(positive.diagonal().all()) and bool(known.diagonal().all())
+    contexts = sum(c.context != -1 for c in captions) / len(captions)
+    assert 0.12 < contexts < 0.28
+    with_colour = [c for c, a in zip(captions, attributes.tolist(), strict=True) if a[1] != -1]
+    named = sum(c.colour != -1 for c in with_colour) / len(with_colour)
+    assert 0.25 < named < 0.5  # attribute_rate 0.5 of the non-context captions
 
 
 def test_base_model_meets_the_zero_shot_and_attackability_bars(base_model, forest, embedded):
-    margins = bar_margins(base_model.report, forest)
-    assert set(margins) == {"leaf", "form/3", "symmetry/2", "corners/2", "pgd_leaf"}
+    margins = bar_margins(base_model.report["val"], forest)
+    suite = {"embedded-heldout-shapes", "embedded-colour", "embedded-size", "embedded-background"}
+    assert set(margins) == {"leaf", "form/3", "symmetry/2", "corners/2", "pgd_leaf"} | {
+        f"{name}/{kind}" for name in suite for kind in ("clean", "robust")
+    }
     missed = {name: round(margin, 4) for name, margin in margins.items() if margin <= 0}
-    assert not missed, f"bars missed by {missed} (report: {base_model.report['clean']})"
+    assert not missed, f"bars missed by {missed} (report: {base_model.report['val']['clean']})"
     # Recompute on a sample of the test split, independently of the cached report.
     test = embedded.split("test").subset(400)
     classifier = ZeroShotClassifier(base_model.loaded, forest).eval()
@@ -108,6 +169,14 @@ def test_base_model_meets_the_zero_shot_and_attackability_bars(base_model, fores
         tree=forest.trees[0].name,
     )
     assert attacked[forest.trees[0].name][0] < PGD_LEAF_BAR
+    from trainables.suites import evaluate_suite
+
+    suite = evaluate_suite(
+        classifier, "embedded-zeroshot", split="test", samples=150, eps=(4 / 255,), profile=False
+    )
+    for name, result in suite["datasets"].items():
+        assert result["clean"] >= ZEROSHOT_CLEAN_BAR, name
+        assert result["clean"] - result["robust"] >= ZEROSHOT_ATTACK_DROP, name
 
 
 def test_second_load_comes_from_the_cache(base_model):
@@ -120,17 +189,26 @@ def test_second_load_comes_from_the_cache(base_model):
 
 
 def test_a_freshly_pretrained_model_carries_no_gradients(tmp_path, monkeypatch):
-    from trainables.data.embedded import EmbeddedSpec
+    from trainables.data.embedded import EmbeddedSpec, embedded_spec
     from trainables.pretrain import PretrainSettings, load_or_pretrain_base
 
     monkeypatch.setenv("RAYSEARCH_CACHE", str(tmp_path))
     spec = EmbeddedSpec(n_train=256, n_val=20, n_test=40)
+    world = embedded_spec("embedded-world", n_train=256, n_val=0, n_test=0)
     fresh = load_or_pretrain_base(
-        PretrainSettings(steps=2, batch_size=32, warmup_steps=1), dataset_spec=spec
+        PretrainSettings(steps=2, batch_size=32, warmup_steps=1),
+        dataset_spec=spec,
+        world_spec=world,
+        report_samples=20,
     )
     assert fresh.built
     assert all(p.grad is None for p in fresh.loaded.model.parameters())
     assert not fresh.loaded.model.training
+    # The report scores both splits, each with the zero-shot suite, settings beside the numbers.
+    for split in ("val", "test"):
+        section = fresh.report[split]
+        assert section["samples"] == 20 and section["zeroshot"]["split"] == split
+        assert len(section["zeroshot"]["datasets"]) == 4
 
 
 def test_bar_margins_read_fresh_and_json_reports_alike(forest):
@@ -141,6 +219,7 @@ def test_bar_margins_read_fresh_and_json_reports_alike(forest):
             "corners": {0: 0.9, 2: 1.0},
         },
         "pgd_leaf": {"leaf": 0.05},
+        "zeroshot": {"datasets": {"colours": {"clean": 0.9, "robust": 0.7}}},
     }
     expected = {
         "leaf": 0.1,
@@ -148,6 +227,8 @@ def test_bar_margins_read_fresh_and_json_reports_alike(forest):
         "symmetry/2": -0.05,
         "corners/2": 0.1,
         "pgd_leaf": 0.15,
+        "colours/clean": 0.9 - ZEROSHOT_CLEAN_BAR,
+        "colours/robust": 0.2 - ZEROSHOT_ATTACK_DROP,
     }
     as_json = json.loads(json.dumps(report))  # JSON turns the levels into strings
     for margins in (bar_margins(report, forest), bar_margins(as_json, forest)):
@@ -160,7 +241,7 @@ def _key(**changes):
 
     forest = changes.pop("forest", None) or load_shipped("embedded")
     dataset_key = changes.pop("dataset_key", "d0")
-    return base_model_key(PretrainSettings(**changes), dataset_key, forest)
+    return base_model_key(PretrainSettings(**changes), dataset_key, [forest])
 
 
 def test_base_model_key_changes_with_everything_that_decides_the_weights(monkeypatch):
@@ -211,18 +292,20 @@ def test_the_dataset_key_covers_the_rendering_code(monkeypatch):
     assert EmbeddedSpec().key() != reference
 
 
-def test_pretraining_is_bitwise_reproducible_at_a_fixed_thread_count(embedded, forest):
+def test_pretraining_is_bitwise_reproducible_at_a_fixed_thread_count(world):
     from trainables.backbone import EMBEDDED_ARCH, create_architecture
+    from trainables.data.embedded import embedded_spec, load_embedded
     from trainables.pretrain import PretrainSettings, pretrain
 
     settings = PretrainSettings(steps=3, batch_size=32, warmup_steps=1, seed=5)
-    train = embedded.split("train").subset(512)
+    spec = embedded_spec("embedded-world", n_train=512, n_val=0, n_test=0)
+    train = load_embedded(spec).split("train")
     states = []
     for _ in range(2):
         with torch.random.fork_rng():
             torch.manual_seed(settings.seed)
             loaded = create_architecture(EMBEDDED_ARCH)
-        timing = pretrain(loaded, forest, train, settings)
+        timing = pretrain(loaded, world, train, settings)
         assert timing["threads"] == torch.get_num_threads()
         states.append(loaded.model.state_dict())
     for name, value in states[0].items():

@@ -683,16 +683,10 @@ def _pattern(rng: np.random.Generator, kind: str, n: int, size: int) -> np.ndarr
     """Where the second tone shows, float32 ``[n, S, S]`` in [0, 1], for a named background."""
     axis = np.arange(size, dtype=np.float32) + 0.5
     x, y = axis[None, None, :], axis[None, :, None]
-    period = size / 3.2  # bands of 5 px at 32x32: wide enough to stay bands, not speckle
+    period = size / 3.2  # cells of 5 px at 32x32: wide enough to read as a pattern, not speckle
     phase = rng.uniform(0.0, period, (n, 2, 1, 1)).astype(np.float32)
     if kind == "plain":
         return np.zeros((n, size, size), dtype=np.float32)
-    if kind == "striped":
-        # Horizontal, vertical or diagonal (+-10 degrees): other angles alias into dots.
-        angle = rng.integers(0, 4, (n, 1, 1)) * (np.pi / 4) + rng.uniform(-0.17, 0.17, (n, 1, 1))
-        angle = angle.astype(np.float32)
-        across = np.cos(angle) * x + np.sin(angle) * y + phase[:, 0]
-        return (np.mod(across, period) < period / 2).astype(np.float32)
     if kind == "checkered":
         cells = np.floor((x + phase[:, 0]) / (period / 2)) + np.floor(
             (y + phase[:, 1]) / (period / 2)
