@@ -51,7 +51,9 @@ class HeadSettings:
         temperature: tau of the hyperbolic logits -d_r / tau. Default 0.2: on the embedded
             default, 2-epoch fine-tunes at tau 0.05 / 0.1 / 0.2 / 0.35 / 0.5 gave robust leaf
             accuracy 0.52 / 0.47 / 0.58 / 0.60 / 0.63 and clean 0.964 / 0.972 / 0.976 / 0.972 /
-            0.952; 0.2 keeps the clean accuracy of the flat baselines.
+            0.952; 0.2 keeps the clean accuracy of the flat baselines. That sweep read the test
+            split of an earlier base model; it has not been redone on the validation split, so
+            treat 0.2 as a starting point and search it (``head.temperature``).
         init_norm: tangent-space norm the mean text embedding gets at construction, which fixes
             the initial image and text scales. Default 1.5, i.e. ball norm tanh(1.5) = 0.91 at
             r = 1: inside the ball, with room for leaves to move outwards.
