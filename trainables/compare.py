@@ -91,13 +91,13 @@ class CompareSettings:
     evaluation: AttackSettings = field(
         default_factory=lambda: AttackSettings(eps=4 / 255, steps=10)
     )
-    eval_samples: int = 500
+    eval_samples: int = 300
     train_size: int | None = 4096
     suite: str | None = "embedded-zeroshot"
-    suite_samples: int = 200
-    check_samples: int = 200
-    autoattack_steps: int = 50
-    square_queries: int = 500
+    suite_samples: int = 150
+    check_samples: int = 100
+    autoattack_steps: int = 20
+    square_queries: int = 300
 
     def __post_init__(self):
         if not self.methods:

@@ -153,9 +153,10 @@ def run(args: argparse.Namespace) -> int:
         on_result=lambda row: print(_progress_line(row), flush=True),
     )
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    if args.json is not None:  # first: the numbers outlast any formatting problem
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     print(format_compare_table(results))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
         print(f"results written to {args.json}")
     return 0
 
