@@ -866,11 +866,5 @@ def validate_with_data(config: ExperimentConfig) -> Forest:
     if config.data.zeroshot_suite is not None:
         from trainables.suites import check_disjoint, get_suite
 
-        names = {
-            name
-            for tree in forest
-            for level in range(tree.depth + 1)
-            for name in tree.level_names(level)
-        }
-        check_disjoint(get_suite(config.data.zeroshot_suite), names)
+        check_disjoint(get_suite(config.data.zeroshot_suite), forest)
     return forest

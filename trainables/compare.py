@@ -445,8 +445,7 @@ def run_compare(
     if settings.suite is not None:
         from trainables.suites import check_disjoint, get_suite
 
-        names = {n for t in forest for level in range(t.depth + 1) for n in t.level_names(level)}
-        check_disjoint(get_suite(settings.suite), names)
+        check_disjoint(get_suite(settings.suite), forest)
     started = time.perf_counter()
     rows = []
     for seed in settings.seeds:

@@ -118,18 +118,21 @@ def suite_forest(entry: SuiteDataset):
     return forest
 
 
-def check_disjoint(suite: Suite, fine_tuning_classes) -> None:
-    """Refuse a suite that shares a class (at any level of its trees) with the fine-tuning data."""
-    seen = set(fine_tuning_classes)
+def class_names(forest) -> set[str]:
+    """Every class a forest names: its leaves and the nodes of every level of every tree."""
+    return {
+        name
+        for tree in forest.trees
+        for level in range(tree.depth + 1)
+        for name in tree.level_names(level)
+    }
+
+
+def check_disjoint(suite: Suite, fine_tuning_forest) -> None:
+    """Refuse a suite that shares a class (at any level) with the fine-tuning forest."""
+    seen = class_names(fine_tuning_forest)
     for entry in suite.datasets:
-        forest = suite_forest(entry)
-        names = {
-            name
-            for tree in forest.trees
-            for level in range(tree.depth + 1)
-            for name in tree.level_names(level)
-        }
-        shared = sorted(names & seen)
+        shared = sorted(class_names(suite_forest(entry)) & seen)
         if shared:
             raise must(
                 f"suite {suite.name}",

@@ -131,13 +131,7 @@ def _suite_report(classifier, dataset: str, args: argparse.Namespace) -> dict:
     from trainables.suites import check_disjoint, evaluate_suite, get_suite
 
     suite = get_suite(args.suite)
-    names = {
-        name
-        for tree in classifier.forest
-        for level in range(tree.depth + 1)
-        for name in tree.level_names(level)
-    }
-    check_disjoint(suite, names)
+    check_disjoint(suite, classifier.forest)
     report = evaluate_suite(
         classifier,
         suite,

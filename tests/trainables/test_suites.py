@@ -13,6 +13,7 @@ from trainables.suites import (
     Suite,
     SuiteDataset,
     check_disjoint,
+    class_names,
     evaluate_suite,
     get_suite,
     suite_forest,
@@ -20,20 +21,16 @@ from trainables.suites import (
 )
 
 
-def _node_names(forest) -> set[str]:
-    return {n for t in forest.trees for lv in range(t.depth + 1) for n in t.level_names(lv)}
-
-
 def test_the_embedded_suite_never_shares_a_class_with_the_fine_tuning_data():
-    fine_tuning = _node_names(load_shipped("embedded"))
+    fine_tuning = class_names(load_shipped("embedded"))
     suite = get_suite("embedded-zeroshot")
     assert len(suite.datasets) >= 4
     for entry in suite.datasets:
         forest = suite_forest(entry)
         assert forest.leaves == dataset_classes(entry.dataset)
-        assert not _node_names(forest) & fine_tuning, entry.dataset
+        assert not class_names(forest) & fine_tuning, entry.dataset
         assert entry.dataset not in suite.excludes
-    check_disjoint(suite, fine_tuning)  # does not raise
+    check_disjoint(suite, load_shipped("embedded"))  # does not raise
     # The held-out shapes come with a tree of their own; the attributes are flat class lists.
     depths = {entry.dataset: suite_forest(entry).trees[0].depth for entry in suite.datasets}
     assert depths["embedded-heldout-shapes"] == 2
@@ -45,7 +42,7 @@ def test_a_suite_that_overlaps_the_fine_tuning_classes_is_refused():
         "leaky", (SuiteDataset("embedded", trees="embedded"),), eps=(4 / 255,), headline_eps=4 / 255
     )
     with pytest.raises(UserInputError, match="`suite leaky` must be datasets whose classes"):
-        check_disjoint(overlapping, _node_names(load_shipped("embedded")))
+        check_disjoint(overlapping, load_shipped("embedded"))
 
 
 def test_unknown_suites_and_splits_are_refused(tiny_clip):
