@@ -78,7 +78,7 @@ class PretrainSettings:
     """How the base CLIP is pretrained; every field is part of the cache key."""
 
     arch: str = EMBEDDED_ARCH
-    steps: int = 900
+    steps: int = 1200
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.1

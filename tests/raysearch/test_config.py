@@ -109,8 +109,8 @@ def test_overrides_of_every_kind(tmp_path):
     assert config.method.depths == (2, 1)
     assert config.model.pretrained is None
     margins = config.method.loss.margins
-    # Only the shape changes; the rest of the default (theorem, base 1, kappa 0.05) stays.
-    assert (margins.shape, margins.base, margins.kappa) == ("linear", 1.0, 0.05)
+    # Only the shape changes; the rest of the default (base 0: implicit margins) stays.
+    assert (margins.shape, margins.base, margins.kappa) == ("linear", 0.0, 0.1)
     assert config.method.head.learn_curvature is True
     assert config.mlflow.experiment == "ablation"
     assert config.method.templates == ("a drawing of a {}.", "a {}.")
@@ -235,7 +235,7 @@ def test_flatten_gives_dotted_keys_and_scalar_values():
     config = load_config(None, ["method.trees=[form, corners]", "method.depths=[2, 1]"])
     flat = flatten(config)
     assert flat["optim.lr"] == config.optim.lr
-    assert flat["loss.margins.shape"] == "theorem"
+    assert flat["loss.margins.shape"] == "constant" and flat["loss.margins.base"] == 0.0
     assert flat["data.trees"] == "embedded"
     assert flat["model.pretrained"] is None
     assert flat["method.trees"] == "[form, corners]"
@@ -342,7 +342,7 @@ def test_wrong_type(overrides, message):
         (["scaling.workers=0"], "`scaling.workers` must be >= 1, but got 0."),
         (["scaling.gpus_per_worker=-1"], "`scaling.gpus_per_worker` must be >= 0, but got -1.0."),
         (["checkpoint.keep=0"], "`checkpoint.keep` must be >= 1, but got 0."),
-        (["data.dataset=mnist"], "`data.dataset` must be one of ['embedded', 'cifar10', "),
+        (["data.dataset=mnist"], "`data.dataset` must be one of ['embedded', 'embedded-world', "),
         (["data.eval_samples=0"], "`data.eval_samples` must be >= 1, but got 0."),
         (["data.train_size=100"], "`data.train_size` must be >= optim.batch_size (128) or null"),
         (["scaling.workers=4", "optim.batch_size=2"], "`optim.batch_size` must be >= scaling."),
@@ -409,7 +409,7 @@ def test_depth_larger_than_the_tree():
 
 def test_unknown_data_trees():
     assert error_of(["data.trees=nope"], data_check=True).startswith(
-        "`data.trees` must be shipped trees (embedded, cifar10-wordnet, "
+        "`data.trees` must be shipped trees (embedded, embedded-heldout-shapes, cifar10-wordnet, "
     )
 
 

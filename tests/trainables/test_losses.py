@@ -92,7 +92,7 @@ def hand_output() -> HeadOutput:
 def test_default_settings():
     settings = HierarchicalSettings()
     assert settings.level_weights == "linear"
-    assert settings.margins == MarginSchedule(shape="theorem", base=1.0, kappa=0.05)
+    assert settings.margins == MarginSchedule()  # base 0: the paper's implicit margins
     assert (settings.superclass_images, settings.negatives) == ("hypavg", "both")
     assert (settings.vic_weight, settings.vic_radius) == (1.0, 1.0)
     assert (settings.gap_weight, settings.gap_margin) == (0.1, 0.05)
