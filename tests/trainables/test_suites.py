@@ -86,7 +86,7 @@ def test_the_base_model_classifies_the_suite_and_attacks_break_it(base_model):
         classifier, "embedded-zeroshot", split="test", samples=100, eps=(2 / 255, 8 / 255)
     )
     for name, result in report["datasets"].items():
-        assert result["clean"] > 3 * result["chance"], name
+        assert result["clean"] > (1 + result["chance"]) / 2, name  # halfway from chance to 1
         # Robust accuracy does not rise with the radius.
         assert result["pgd"]["8/255"] <= result["pgd"]["2/255"] + 0.02, name
     # The held-out shapes' per-level profile: every superclass level under its own attack.
