@@ -198,7 +198,7 @@ MISTAKES = [
     (["validate", "{wrong_shape}"], "every item must be a (child, parent) pair"),
     (
         ["validate", "{form}", "--dataset", "mnist"],
-        "one of embedded, cifar10, cifar100, imagenet1k",
+        "one of embedded, embedded-world, embedded-heldout-shapes",
     ),
     (["validate", "{form}", "--dataset", "cifar10"], "`airplane`"),
     (["validate", "nowhere.yaml"], "`file` must be an existing file"),

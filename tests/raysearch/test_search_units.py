@@ -612,25 +612,33 @@ def test_param_names_follow_the_space_file_with_depths_by_tree(demo):
 
 
 def test_progress_prints_one_line_per_event_with_a_running_tally(demo):
+    # The demo trades zero-shot robustness (first) against clean accuracy, both validation.
     lines: list[str] = []
     progress = Progress(demo, total=4, out=lines.append)
-    running = _tune_trial(0, "RUNNING", {"robust_leaf": 0.5, "epochs_completed": 1})
-    done = _tune_trial(1, "RUNNING", {"robust_leaf": 0.75, "clean_leaf": 0.5, FINISHED_KEY: 1})
-    pruned = _tune_trial(2, "RUNNING", {"robust_leaf": 0.125, "epochs_completed": 1})
+    running = _tune_trial(0, "RUNNING", {"zeroshot_robust": 0.5, "epochs_completed": 1})
+    done = _tune_trial(1, "RUNNING", {"zeroshot_robust": 0.75, "clean_leaf": 0.5, FINISHED_KEY: 1})
+    pruned = _tune_trial(2, "RUNNING", {"zeroshot_robust": 0.125, "epochs_completed": 1})
     trials = [running, done, pruned]
-    progress.on_trial_result(0, trials, running, _result(0.5, 1, 2) | {"clean_leaf": 0.25})
-    progress.on_trial_result(0, trials, done, {FINISHED_KEY: 1, "robust_leaf": 0.75})
+    progress.on_trial_result(
+        0,
+        trials,
+        running,
+        {"zeroshot_robust": 0.5, "epochs_completed": 1, "epochs_total": 2, "clean_leaf": 0.25},
+    )
+    progress.on_trial_result(0, trials, done, {FINISHED_KEY: 1, "zeroshot_robust": 0.75})
     progress.on_trial_complete(0, trials, done)
     done.status = "TERMINATED"
     progress.on_trial_complete(0, trials, pruned)
     text = [line.split("] ", 1)[1] for line in lines]
     assert all(re.match(r"\[\d\d:\d\d\] ", line) for line in lines)
     assert text == [
-        "trial 0 epoch 1/2: robust_leaf 0.500, clean_leaf 0.250",
-        "trial 1 finished: robust_leaf 0.750, clean_leaf 0.500",
-        "1/4 done (1 finished, 0 pruned, 0 failed), 2 running; best robust_leaf 0.750 (trial 1)",
-        "trial 2 pruned by ASHA after epoch 1: robust_leaf 0.125",
-        "2/4 done (1 finished, 1 pruned, 0 failed), 1 running; best robust_leaf 0.750 (trial 1)",
+        "trial 0 epoch 1/2: zeroshot_robust 0.500, clean_leaf 0.250",
+        "trial 1 finished: zeroshot_robust 0.750, clean_leaf 0.500",
+        "1/4 done (1 finished, 0 pruned, 0 failed), 2 running; "
+        "best zeroshot_robust 0.750 (trial 1)",
+        "trial 2 pruned by ASHA after epoch 1: zeroshot_robust 0.125",
+        "2/4 done (1 finished, 1 pruned, 0 failed), 1 running; "
+        "best zeroshot_robust 0.750 (trial 1)",
     ]
 
 
