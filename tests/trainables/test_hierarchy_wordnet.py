@@ -153,7 +153,18 @@ def test_class_lists():
     assert len(dataset_classes("embedded")) == 20
     with pytest.raises(UserInputError, match="one of embedded, embedded-world, .*, imagenet1k"):
         dataset_classes("mnist")
-    assert DATASETS == ("embedded", "cifar10", "cifar100", "imagenet1k")
+    assert DATASETS == (
+        "embedded",
+        "embedded-world",
+        "embedded-heldout-shapes",
+        "embedded-colour",
+        "embedded-size",
+        "embedded-background",
+        "cifar10",
+        "cifar100",
+        "imagenet1k",
+    )
+    assert dataset_classes("embedded-size") == ("small", "medium", "large")
 
 
 def test_imagenet_classes():
