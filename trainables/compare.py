@@ -26,7 +26,6 @@ from trainables.errors import must
 from trainables.evaluate import (
     AttackSettings,
     attack_strength,
-    autoattack_accuracy,
     robustness_profile,
 )
 from trainables.margins import MarginSchedule
@@ -184,25 +183,11 @@ def _checks(evaluator, data, settings: CompareSettings, seed: int) -> dict:
     """AutoAttack on the leaf and every superclass level, and the attack-strength checks, on
     the fine-tuning dataset's test images; AutoAttack on each zero-shot dataset's leaves."""
     eps = settings.evaluation.eps
-    autoattack = {}
-    for tree in evaluator.layout.tree_names:
-        levels = (
-            range(evaluator.layout.depth(tree) + 1)
-            if tree == evaluator.layout.tree_names[0]
-            else range(1, evaluator.layout.depth(tree) + 1)
-        )
-        for level in levels:
-            key = "leaf" if level == 0 else f"{tree}/{level}"
-            autoattack[key] = autoattack_accuracy(
-                evaluator,
-                data.images,
-                data.labels,
-                eps=eps,
-                steps=settings.autoattack_steps,
-                tree=tree,
-                level=level,
-                seed=seed,
-            )["accuracy"]
+    from trainables.suites import autoattack_levels
+
+    autoattack = autoattack_levels(
+        evaluator, data.images, data.labels, eps, settings.autoattack_steps, seed
+    )
     strength = attack_strength(
         evaluator,
         data.images,

@@ -209,7 +209,7 @@ def evaluate_suite(
             attack = AttackSettings(eps=headline, steps=steps, seed=seed)
             result["profile"] = robustness_profile(zero_shot, images, labels, attack)
         if autoattack:
-            result["autoattack"] = _autoattack_levels(
+            result["autoattack"] = autoattack_levels(
                 zero_shot, images, labels, headline, autoattack_steps, seed
             )
         datasets[entry.dataset] = result
@@ -238,7 +238,7 @@ def evaluate_suite(
     }
 
 
-def _autoattack_levels(zero_shot, images, labels, eps, steps, seed) -> dict:
+def autoattack_levels(zero_shot, images, labels, eps, steps, seed) -> dict:
     """AutoAttack accuracy at the leaf and at every superclass level of every tree."""
     first = zero_shot.layout.tree_names[0]
     out = {

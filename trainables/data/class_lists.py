@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+from trainables.data.embedded import RECIPES
 from trainables.data.embedded_taxonomy import LEAVES as EMBEDDED_CLASSES
 from trainables.errors import must
 
@@ -110,31 +111,19 @@ def _readable(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _embedded_classes(name: str):
-    def classes() -> tuple[str, ...]:
-        from trainables.data.embedded import RECIPES
-
-        return RECIPES[name].classes
-
-    return classes
+    return lambda: RECIPES[name].classes
 
 
-_EMBEDDED_SUITE = (
-    "embedded-world",
-    "embedded-heldout-shapes",
-    "embedded-colour",
-    "embedded-size",
-    "embedded-background",
-)
+# Every embedded dataset, in the order of its recipes: the fine-tuning one, the pretraining
+# world and the zero-shot suite.
 _CLASSES = {
-    "embedded": lambda: tuple(EMBEDDED_CLASSES),
-    **{name: _embedded_classes(name) for name in _EMBEDDED_SUITE},
+    **{name: _embedded_classes(name) for name in RECIPES},
     "cifar10": lambda: CIFAR10_CLASSES,
     "cifar100": lambda: CIFAR100_CLASSES,
     "imagenet1k": imagenet1k_classes,
 }
 _LABELS = {
-    "embedded": lambda: tuple(EMBEDDED_CLASSES),
-    **{name: _embedded_classes(name) for name in _EMBEDDED_SUITE},
+    **{name: _embedded_classes(name) for name in RECIPES},
     "cifar10": lambda: _readable(CIFAR10_CLASSES),
     "cifar100": lambda: _readable(CIFAR100_CLASSES),
     "imagenet1k": imagenet1k_names,
