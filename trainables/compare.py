@@ -45,6 +45,23 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "hrz-forest/per-level-attack": ("hrz-forest", {"strategy": "per_level"}),
 }
 ENTRIES: tuple[str, ...] = (*METHOD_NAMES, *VARIANTS)
+#: Each method's peak learning rate, chosen on the **validation** split by
+#: ``bench/compare_lr.py`` (lr 1e-4, 2e-4, 5e-4; seeds 0 and 1; the rule: highest mean of the
+#: suite's zero-shot clean and robust accuracy). A variant row trains at its method's rate. One
+#: rate for all (``--lr``) is the other protocol; at 5e-4 the hyperbolic head's image norms drift
+#: so far that the method loses a third of its zero-shot clean accuracy (README).
+LEARNING_RATES: dict[str, float] = {
+    "tecoa": 2e-4,
+    "pmg": 5e-4,
+    "fare": 5e-4,
+    "hrz": 1e-4,
+    "hrz-forest": 1e-4,
+}
+
+
+def base_method(name: str) -> str:
+    """The method a row trains: itself, or the method a variant changes."""
+    return VARIANTS.get(name, (name, {}))[0]
 
 
 def entry_settings(name: str):
@@ -68,6 +85,8 @@ class CompareSettings:
         methods: methods and variant rows (:data:`ENTRIES`), in table order.
         seeds: one fine-tuning per method and seed; summaries give a 95% interval over them.
         optim: optimiser, steps and batch shared by every method.
+        learning_rates: peak learning rate per method (validation-selected
+            :data:`LEARNING_RATES`); None: every method trains at ``optim.lr``.
         eps, attack_steps: the training attack's L-inf radius and steps, shared by every method
             (each keeps its own objective: leaf CE, embedding distance, or the hierarchy).
         evaluation: the evaluation PGD (the same for every method and level).
@@ -85,6 +104,7 @@ class CompareSettings:
     optim: OptimSettings = field(
         default_factory=lambda: OptimSettings(epochs=1.0, batch_size=128, lr=5e-4)
     )
+    learning_rates: dict[str, float] | None = field(default_factory=lambda: dict(LEARNING_RATES))
     eps: float = 4 / 255
     attack_steps: int = 2
     evaluation: AttackSettings = field(
@@ -123,6 +143,14 @@ class CompareSettings:
                 raise must(name, ">= 1", getattr(self, name))
         if self.check_samples < 0:
             raise must("check_samples", ">= 0", self.check_samples)
+        for name, lr in (self.learning_rates or {}).items():
+            if name not in METHOD_NAMES or not lr > 0:
+                expected = f"{{method: lr > 0}} with methods from {list(METHOD_NAMES)}"
+                raise must("learning_rates", expected, {name: lr})
+
+    def lr_of(self, name: str) -> float:
+        """The peak learning rate row ``name`` trains at."""
+        return (self.learning_rates or {}).get(base_method(name), self.optim.lr)
 
 
 def run_one(
@@ -144,7 +172,7 @@ def run_one(
     method_config = replace(method_config, attack=TrainingAttack(**asdict(attack)))
     calibration = train_split.subset(256).float_images()
     method = build_method(method_config, loaded, forest, calibration_images=calibration, seed=seed)
-    optim = replace(settings.optim, seed=seed)
+    optim = replace(settings.optim, seed=seed, lr=settings.lr_of(name))
     trained = fit(method, train_split, optim)
     evaluator = method.classifier.with_forest(forest).eval()
     started = time.perf_counter()
@@ -153,6 +181,7 @@ def run_one(
     row = {
         "method": name,
         "seed": seed,
+        "lr": optim.lr,
         "profile": robustness_profile(evaluator, test.images, test.labels, evaluation),
         "train": {
             "steps": trained.steps,
@@ -464,7 +493,9 @@ def _describe(settings: CompareSettings) -> dict:
     described["evaluation"] = settings.evaluation.describe()
     described["split"] = "test (reported; nothing is selected on it)"
     described["protocol"] = (
-        "equal budget: every method trains with the same optimiser, steps, batch, and a "
+        "equal budget: every method trains with the same optimiser, steps, batch"
+        + (" (its own validation-selected learning rate)" if settings.learning_rates else "")
+        + ", and a "
         f"{settings.attack_steps}-step training attack at the same eps (FARE's embedding "
         "attack included; its native setting is 10 steps)"
     )

@@ -61,7 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per method")
     parser.add_argument("--epochs", type=float, default=None, help="epochs per method")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="one peak learning rate for every method (default: each method's own, chosen on "
+        "the validation split; trainables.compare.LEARNING_RATES)",
+    )
     parser.add_argument("--eps", type=parse_eps, default=None, help="training eps, e.g. 4/255")
     parser.add_argument("--attack-steps", type=int, default=None, help="training PGD steps")
     parser.add_argument("--eval-eps", type=parse_eps, default=None, help="evaluation eps")
@@ -123,12 +129,21 @@ def settings_from_args(args: argparse.Namespace):
         changes["suite_samples"] = args.suite_samples
     if args.check_samples is not None:
         changes["check_samples"] = args.check_samples
+    if args.lr is not None:
+        changes["learning_rates"] = None
     return replace(
         settings,
         optim=replace(settings.optim, **optim),
         evaluation=replace(settings.evaluation, **evaluation),
         **changes,
     )
+
+
+def _learning_rates(settings: dict) -> str:
+    rates = settings.get("learning_rates")
+    if not rates:
+        return f"{settings['optim']['lr']:g}"
+    return ", ".join(f"{name} {lr:g}" for name, lr in rates.items()) + " (validation-selected)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,7 +279,8 @@ def format_compare_table(results: dict) -> str:
     lines.append(
         f"evaluation: {format_attack(evaluation)} on {settings['eval_samples']} test images "
         f"(zero-shot: {settings['suite_samples']} per dataset); training: {optim['optimizer']} "
-        f"lr {optim['lr']:g}, batch {optim['batch_size']}, PGD-{settings['attack_steps']} eps "
+        f"lr {_learning_rates(settings)}, batch {optim['batch_size']}, "
+        f"PGD-{settings['attack_steps']} eps "
         f"{format_eps(settings['eps'])} ({settings['protocol'].split(':')[0]}); "
         f"seeds {settings['seeds']}; {results['seconds']:.0f} s"
     )

@@ -39,6 +39,19 @@ def test_compare_prints_one_table_and_writes_json(tmp_path, capsys, base_model):
     results = json.loads(out.read_text())
     assert [row["method"] for row in results["rows"]] == ["clip", "tecoa"]
     assert results["settings"]["evaluation"]["eps"] == pytest.approx(8 / 255)
+    assert results["rows"][1]["lr"] == results["settings"]["learning_rates"]["tecoa"]
+    assert "validation-selected" in printed
+
+
+def test_compare_lr_flag_trains_every_method_at_one_rate():
+    from raysearch.cli import build_parser
+    from raysearch.commands.compare import settings_from_args
+
+    settings_args = build_parser().parse_args(["compare", "--lr", "3e-4"])
+    settings = settings_from_args(settings_args)
+    assert settings.optim.lr == 3e-4
+    assert settings.learning_rates is None
+    assert {settings.lr_of(name) for name in settings.methods} == {3e-4}
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 
 from trainables.compare import (
     ENTRIES,
+    LEARNING_RATES,
     CompareSettings,
     claims,
     entry_settings,
@@ -52,6 +53,8 @@ def test_smoke_compare_fine_tunes_and_profiles_each_method(base_model, forest, e
         }
         assert {"pgd", "square", "worst_case", "problems"} <= set(checks["strength"])
         assert 0 <= checks["zeroshot_autoattack"]["average"] <= 1
+    assert rows["tecoa"]["lr"] == LEARNING_RATES["tecoa"]
+    assert rows["hrz-forest"]["lr"] == LEARNING_RATES["hrz-forest"]
     assert results["settings"]["split"].startswith("test")
     assert results["settings"]["protocol"].startswith("equal budget")
     verdicts = {claim["claim"][:3]: claim["verdict"] for claim in results["claims"]}
@@ -68,6 +71,18 @@ def test_variants_change_only_what_their_name_says():
     assert margins.attack == paper.attack and margins.head == paper.head
     per_level = entry_settings("hrz-forest/per-level-attack")
     assert per_level.attack.strategy == "per_level" and per_level.loss == paper.loss
+
+
+def test_each_row_trains_at_its_methods_validation_selected_rate():
+    settings = CompareSettings()
+    assert settings.lr_of("pmg") == LEARNING_RATES["pmg"]
+    # A variant is an ablation of its method: same rate.
+    for variant in ("hrz-forest+margins", "hrz-forest/per-level-attack"):
+        assert settings.lr_of(variant) == LEARNING_RATES["hrz-forest"]
+    one_rate = CompareSettings(learning_rates=None, optim=OptimSettings(lr=3e-4))
+    assert {one_rate.lr_of(name) for name in ENTRIES} == {3e-4}
+    partial = CompareSettings(learning_rates={"fare": 1e-4}, optim=OptimSettings(lr=3e-4))
+    assert partial.lr_of("fare") == 1e-4 and partial.lr_of("tecoa") == 3e-4
 
 
 def test_intervals_use_the_student_t_quantile():
@@ -155,3 +170,7 @@ def test_bad_compare_settings_are_refused():
         CompareSettings(seeds=(1, 1))
     with pytest.raises(UserInputError, match="`suite` must be one of"):
         CompareSettings(suite="imagenet-15")
+    with pytest.raises(UserInputError, match="`learning_rates` must be"):
+        CompareSettings(learning_rates={"tecoa": 0.0})
+    with pytest.raises(UserInputError, match="`learning_rates` must be"):
+        CompareSettings(learning_rates={"madry": 1e-4})
