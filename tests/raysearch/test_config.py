@@ -455,3 +455,33 @@ def test_invalid_yaml_and_repeated_keys(tmp_path):
     assert error_of(path=path).startswith(
         "`config` must be YAML with each key once per section, but got <`lr` repeated at line 3"
     )
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    import time
+
+    lines = ['a0: ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 10):  # 10**9 strings once expanded
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    lines[0] = lines[0].replace("a0:", "a0: &a0")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    message = error_of(path=path)
+    assert time.perf_counter() - started < 5
+    assert message.startswith("`config` must be YAML that expands to at most 100,000 nodes")
+    with pytest.raises(UserInputError, match="expands to at most"):
+        parse_override("x={" + ", ".join(lines) + "}")
+
+
+def test_aliases_within_the_limit_still_work(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("defaults: &d {lr: 0.001}\noptim:\n  <<: *d\n  lr: 0.002\n")
+    data = read_config_dict(path)
+    assert data["optim"]["lr"] == 0.002
+
+
+def test_yaml_nested_thousands_deep_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    assert error_of(path=path).startswith("`config` must be YAML nested at most")
