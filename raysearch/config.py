@@ -54,6 +54,7 @@ import yaml
 
 from trainables.cache import content_key
 from trainables.errors import UserInputError, must
+from trainables.yaml_limits import MAX_YAML_NODES, YamlTooLarge, load_bounded
 
 if TYPE_CHECKING:
     from trainables.evaluate import AttackSettings
@@ -408,51 +409,24 @@ _ConfigLoader.add_implicit_resolver(
 )
 
 
-#: The most nodes a config may expand to once its aliases are resolved. A real config has a few
-#: hundred; a "billion laughs" file (aliases of aliases) expands to billions from a few lines.
-MAX_YAML_NODES = 100_000
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
-    """Nodes in ``node`` with every alias expanded; aliases share node objects, so memoise."""
-    known = sizes.get(id(node))
-    if known is not None:
-        return known
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, sizes) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(
-            _expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value
-        )
-    sizes[id(node)] = size
-    return min(size, MAX_YAML_NODES + 1)
-
-
 def _parse_yaml(text: str, where: str):
-    """Parse strict YAML, refusing a document that would expand past :data:`MAX_YAML_NODES`
-    before building it (so an alias bomb costs milliseconds, not minutes and gigabytes)."""
-    loader = _ConfigLoader(text)
+    """Parse strict YAML; an alias bomb or a too-deep document is refused before it is built."""
     try:
-        try:
-            node = loader.get_single_node()
-            if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
-                raise must(
-                    "config",
-                    f"YAML that expands to at most {MAX_YAML_NODES:,} nodes",
-                    f"<{where}, whose aliases expand past that>",
-                )
-            return None if node is None else loader.construct_document(node)
-        except RecursionError:
-            raise must("config", "YAML nested at most a few hundred levels deep", where) from None
+        return load_bounded(text, _ConfigLoader)
+    except YamlTooLarge:
+        raise must(
+            "config",
+            f"YAML that expands to at most {MAX_YAML_NODES:,} nodes",
+            f"<{where}, whose aliases expand past that>",
+        ) from None
+    except RecursionError:
+        raise must("config", "YAML nested at most a few hundred levels deep", where) from None
     except _RepeatedKey as repeated:
         raise must(
             "config",
             "YAML with each key once per section",
             f"<`{repeated.key}` repeated at line {repeated.line} of {where}>",
         ) from None
-    finally:
-        loader.dispose()
 
 
 def parse_override(text: str) -> tuple[str, Any]:

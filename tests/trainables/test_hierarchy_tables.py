@@ -13,6 +13,11 @@ from trainables.errors import UserInputError
 from trainables.hierarchy import ClassTree, Forest, load, read_parent_table, save
 from trainables.hierarchy.tables import FOREST_FORMAT, TREE_FORMAT
 
+# A "billion laughs": ten times ten ... nine levels of aliases, 10**10 strings once expanded.
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+)
+
 UNBALANCED = {"a": "Y", "b": "Y", "Y": "X", "c": "X", "X": "R", "d": "R", "R": "Top"}
 
 
@@ -99,6 +104,8 @@ def test_plain_tables_give_the_same_tree(tmp_path, forest):
         ("empty.json", "  ", "the file is empty"),
         ("header.csv", "child,parent\n", "the table is empty"),
         ("bad.yaml", "a: [b\n", "not valid YAML"),
+        ("bomb.yaml", BOMB, "too large once expanded"),
+        ("deep.yaml", "a: " + "[" * 20_000 + "]" * 20_000 + "\n", "nested too deep"),
         ("bad.json", "{'a': 'b'}", "not valid JSON"),
         ("shape.yaml", "- a\n- b\n", "every item must be a (child, parent) pair"),
         ("number.json", "3", "must hold a mapping of child to parent"),

@@ -35,6 +35,7 @@ import yaml
 
 from trainables.errors import UserInputError, must
 from trainables.hierarchy.tree import ClassTree, Forest
+from trainables.yaml_limits import YamlTooLarge, load_bounded
 
 __all__ = [
     "FOREST_FORMAT",
@@ -159,7 +160,11 @@ def _read_text(path: Path) -> str:
 
 def _parse_yaml(path: Path) -> Any:
     try:
-        obj = yaml.load(_read_text(path), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+        obj = load_bounded(_read_text(path), _StrictLoader)
+    except YamlTooLarge as error:  # an alias bomb, refused before it is built
+        raise _fail(path, f"the YAML is too large once expanded ({error}).") from None
+    except RecursionError:
+        raise _fail(path, "the YAML is nested too deep.") from None
     except _RepeatedKey as repeated:
         raise _fail(path, repeated.message()) from None
     except yaml.YAMLError as error:
