@@ -15,29 +15,18 @@ what ``trainables.compare.LEARNING_RATES`` should hold. Nothing here reads the t
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 
 def score(name: str, lr: float, seed: int, settings, base, forest, train, val) -> dict:
-    import torch
-
-    from trainables.compare import entry_settings
+    from trainables.compare import fine_tune
     from trainables.evaluate import attacked_accuracy, level_accuracy
-    from trainables.methods import TrainingAttack, build_method
     from trainables.suites import evaluate_suite
-    from trainables.training import fit
 
-    torch.manual_seed(seed)
-    loaded = replace(base, model=copy.deepcopy(base.model))
-    method_config = entry_settings(name)
-    attack = replace(method_config.attack, eps=settings.eps, steps=settings.attack_steps)
-    method_config = replace(method_config, attack=TrainingAttack(**asdict(attack)))
-    calibration = train.subset(256).float_images()
-    method = build_method(method_config, loaded, forest, calibration_images=calibration, seed=seed)
-    fit(method, train, replace(settings.optim, seed=seed, lr=lr))
+    optim = replace(settings.optim, seed=seed, lr=lr)
+    method, _ = fine_tune(name, seed, settings, base, forest, train, optim)
     evaluator = method.classifier.with_forest(forest).eval()
     tree = forest.trees[0].name
     evaluation = replace(settings.evaluation, seed=seed)

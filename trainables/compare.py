@@ -153,6 +153,19 @@ class CompareSettings:
         return (self.learning_rates or {}).get(base_method(name), self.optim.lr)
 
 
+def fine_tune(name: str, seed: int, settings: CompareSettings, base, forest, train_split, optim):
+    """Row ``name`` fine-tuned from a copy of ``base`` with the comparison's training attack;
+    returns the method and :func:`~trainables.training.fit`'s result."""
+    torch.manual_seed(seed)
+    loaded = replace(base, model=copy.deepcopy(base.model))
+    method_config = entry_settings(name)
+    attack = replace(method_config.attack, eps=settings.eps, steps=settings.attack_steps)
+    method_config = replace(method_config, attack=TrainingAttack(**asdict(attack)))
+    calibration = train_split.subset(256).float_images()
+    method = build_method(method_config, loaded, forest, calibration_images=calibration, seed=seed)
+    return method, fit(method, train_split, optim)
+
+
 def run_one(
     name: str,
     seed: int,
@@ -165,15 +178,8 @@ def run_one(
     checks: bool = False,
 ) -> dict:
     """Fine-tune ``name`` from a copy of ``base``; its test-split numbers, costs and checks."""
-    torch.manual_seed(seed)
-    loaded = replace(base, model=copy.deepcopy(base.model))
-    method_config = entry_settings(name)
-    attack = replace(method_config.attack, eps=settings.eps, steps=settings.attack_steps)
-    method_config = replace(method_config, attack=TrainingAttack(**asdict(attack)))
-    calibration = train_split.subset(256).float_images()
-    method = build_method(method_config, loaded, forest, calibration_images=calibration, seed=seed)
     optim = replace(settings.optim, seed=seed, lr=settings.lr_of(name))
-    trained = fit(method, train_split, optim)
+    method, trained = fine_tune(name, seed, settings, base, forest, train_split, optim)
     evaluator = method.classifier.with_forest(forest).eval()
     started = time.perf_counter()
     test = test_split.subset(settings.eval_samples)
