@@ -5,6 +5,10 @@ resource ``train_driver`` instead of a CPU: a driver that held a CPU would leave
 machine one CPU short for a 2-worker job, and Train would wait for it forever. A local Ray
 gets as many driver slots as trials may run at once; on a cluster, start the head node with
 ``--resources='{"train_driver": N}'`` (without it a driver holds a small fraction of a CPU).
+
+A local Ray listens on 127.0.0.1 only (every service: GCS, raylet, agents, workers, the
+dashboard); a cluster is reached at the address the user gives and exposes what its own
+``ray start`` flags expose.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ DRIVER_RESOURCE = "train_driver"
 DRIVER_CPU_FRACTION = 0.01
 #: Driver slots of a local Ray instance (more than any local search runs at once).
 LOCAL_DRIVER_SLOTS = 64
+LOOPBACK = "127.0.0.1"
 
 
 def ensure_ray(address: str | None, needed_cpus: float, *, verbose: bool = True) -> None:
@@ -44,13 +49,61 @@ def ensure_ray(address: str | None, needed_cpus: float, *, verbose: bool = True)
             f"small enough for this machine's {available} CPUs (workers x cpus_per_worker)",
             needed_cpus,
         )
-    # The dashboard stays on (bound to 127.0.0.1): Train's placement-group clean-up needs it.
+    start_local_ray(available, LOCAL_DRIVER_SLOTS, **quiet)
+
+
+def start_local_ray(num_cpus: int, driver_slots: int, **init_options) -> None:
+    """Start a single-node Ray on this machine with every service bound to 127.0.0.1.
+
+    Ray replaces a loopback node address with the machine's own IP, and its services then listen
+    on every interface, unless its multi-node mode is off. That mode is read from the environment
+    when ``ray`` is imported, so it is set both for the processes Ray starts from here (they
+    inherit the environment) and in the already imported module. Only for a local Ray: a node
+    that joins a cluster must keep it on.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    # The dashboard stays on: Train's placement-group clean-up needs it.
     ray.init(
-        num_cpus=available,
-        resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
-        dashboard_host="127.0.0.1",
-        **quiet,
+        num_cpus=num_cpus,
+        resources={DRIVER_RESOURCE: driver_slots},
+        dashboard_host=LOOPBACK,
+        _node_ip_address=LOOPBACK,
+        **init_options,
     )
+
+
+def listening_addresses() -> set[str]:
+    """The local addresses the processes of this driver's Ray node listen on (TCP).
+
+    Found through Ray (the node's own processes and their children), never by scanning the
+    machine's other processes.
+    """
+    import psutil
+    from ray._private import worker
+
+    node = worker._global_node
+    if node is None:
+        return set()
+    processes = [psutil.Process()]  # the driver serves its own workers too
+    for infos in node.all_processes.values():
+        for info in infos:
+            try:
+                process = psutil.Process(info.process.pid)
+                processes += [process, *process.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+    addresses = set()
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        addresses |= {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
+    return addresses
 
 
 @dataclass(frozen=True)

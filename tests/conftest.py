@@ -53,15 +53,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        from raysearch.runtime import DRIVER_RESOURCE
+        from raysearch.runtime import start_local_ray
 
-        ray.init(
-            num_cpus=2,
-            resources={DRIVER_RESOURCE: 8},  # search trials' drivers (raysearch.runtime)
-            dashboard_host="127.0.0.1",
-            include_dashboard=True,
-            # Worker output would interleave with what the CLI tests read from stderr.
-            log_to_driver=False,
-        )
+        # 8 driver slots for search trials (raysearch.runtime). Worker output would interleave
+        # with what the CLI tests read from stderr.
+        start_local_ray(2, 8, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()

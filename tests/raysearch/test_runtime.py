@@ -1,5 +1,5 @@
 """What a trial driver holds and how many trials a cluster runs at once, from the resources
-``ray.cluster_resources()`` reports (no Ray is started here)."""
+``ray.cluster_resources()`` reports; and that the local Ray listens on loopback only."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from raysearch.runtime import (
     DRIVER_RESOURCE,
     TrialFootprint,
     driver_resources,
+    listening_addresses,
     trial_capacity,
 )
 from trainables.errors import UserInputError
@@ -107,3 +108,20 @@ def test_capacity_with_fractional_gpus_counts_every_trial_that_fits():
     cluster = {"CPU": 64.0, "GPU": 1.0, DRIVER_RESOURCE: 64.0}
     assert trial_capacity(cluster, _footprint(workers=1, gpus=0.2)) == 5
     assert trial_capacity(cluster, _footprint(workers=1, gpus=0.1)) == 10
+
+
+# -- the local Ray ---------------------------------------------------------------------------
+
+LOOPBACK_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def test_local_ray_listens_on_loopback_only(ray_local):
+    @ray_local.remote
+    def node_address() -> str:
+        return ray_local.util.get_node_ip_address()
+
+    # A task starts a worker process, whose servers are checked too.
+    assert ray_local.get(node_address.remote()) == "127.0.0.1"
+    addresses = listening_addresses()
+    assert "127.0.0.1" in addresses  # the check sees Ray's servers at all
+    assert addresses <= LOOPBACK_ADDRESSES, addresses
