@@ -54,7 +54,9 @@ import yaml
 
 from trainables.cache import content_key
 from trainables.errors import UserInputError, must
-from trainables.yaml_limits import MAX_YAML_NODES, YamlTooLarge, load_bounded
+from trainables.names import RULE as FOLDER_NAME_RULE
+from trainables.names import is_folder_name
+from trainables.readers import YamlRefused, expanded, is_file, load_yaml, read_text, yaml_reason
 
 if TYPE_CHECKING:
     from trainables.evaluate import AttackSettings
@@ -77,6 +79,7 @@ __all__ = [
     "flatten",
     "job_name",
     "load_config",
+    "looks_like_override",
     "parse_override",
     "read_config_dict",
     "validate_with_data",
@@ -106,7 +109,6 @@ _HIDDEN: dict[str, dict[str, str]] = {
     },
 }
 
-_JOB_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MUST = re.compile(r"`([^`]+)`( must be .*)", re.DOTALL)
 
@@ -332,11 +334,11 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         from trainables.attacks import NORMS
+        from trainables.training import check_seed
 
-        if self.name is not None and not _JOB_NAME.fullmatch(self.name):
-            raise must("name", "1 to 64 characters from A-Z a-z 0-9 . _ - or null", self.name)
-        if self.seed < 0:
-            raise must("seed", "an integer >= 0", self.seed)
+        if self.name is not None and not is_folder_name(self.name):
+            raise must("name", f"{FOLDER_NAME_RULE}; or null", self.name)
+        check_seed(self.seed, "seed")
         trees = self.method.trees
         if trees is not None and not trees:
             raise must("method.trees", "a non-empty list of tree names", list(trees))
@@ -409,24 +411,29 @@ _ConfigLoader.add_implicit_resolver(
 )
 
 
-def _parse_yaml(text: str, where: str):
-    """Parse strict YAML; an alias bomb or a too-deep document is refused before it is built."""
+def _parse_yaml(text: str, where: str, field: str = "config"):
+    """Parse strict YAML; a document past the bounds of :func:`trainables.readers.load_yaml`
+    (an alias bomb, deep nesting, a list as a key) is refused before it is built.
+
+    ``where`` names the source (a file, an override) and ``field`` the setting in the error;
+    text that is not YAML raises ``yaml.YAMLError`` for the caller to phrase.
+    """
     try:
-        return load_bounded(text, _ConfigLoader)
-    except YamlTooLarge:
-        raise must(
-            "config",
-            f"YAML that expands to at most {MAX_YAML_NODES:,} nodes",
-            f"<{where}, whose aliases expand past that>",
-        ) from None
-    except RecursionError:
-        raise must("config", "YAML nested at most a few hundred levels deep", where) from None
+        return load_yaml(text, _ConfigLoader)
+    except YamlRefused as refused:
+        raise must(field, f"YAML {refused.constraint}", f"<{where}: {refused.detail}>") from None
     except _RepeatedKey as repeated:
         raise must(
-            "config",
+            field,
             "YAML with each key once per section",
             f"<`{repeated.key}` repeated at line {repeated.line} of {where}>",
         ) from None
+
+
+def looks_like_override(text: str) -> bool:
+    """Whether ``text`` reads as ``key=value`` (a dotted key), e.g. ``data.trees=embedded/form``."""
+    key, sep, _ = text.partition("=")
+    return bool(sep) and _OVERRIDE_KEY.fullmatch(key.strip()) is not None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -436,7 +443,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not _OVERRIDE_KEY.fullmatch(key):
         raise must("override", "of the form key=value", text)
     try:
-        return key, _parse_yaml(raw, f"override {key}")
+        return key, _parse_yaml(raw, f"override {key}", key)
     except yaml.YAMLError:
         raise must(key, "a YAML value", raw) from None
 
@@ -468,18 +475,14 @@ def read_config_dict(path: str | Path | None, overrides: Sequence[str] = ()) -> 
     """
     data: Any = {}
     if path is not None:
-        file = Path(path).expanduser()
-        if not file.is_file():
+        file = expanded(path)
+        if not is_file(file):
             raise must("config", "an existing YAML file", str(path))
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            raise must("config", "a readable UTF-8 YAML file", str(path)) from None
+        text = read_text(file)
         try:
             data = _parse_yaml(text, str(path))
         except yaml.YAMLError as error:
-            reason = " ".join(str(error).split())
-            raise must("config", "valid YAML", f"<{reason}>") from None
+            raise must("config", "valid YAML", f"<{path}: {yaml_reason(error)}>") from None
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -735,6 +738,8 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
     Raises :class:`~trainables.errors.UserInputError` on the first bad key, type or value, as
     one line naming the dotted field.
     """
+    from trainables.training import check_seed
+
     data = _section(data, "config")
     hints = _hints(ExperimentConfig)
     top = [f.name for f in fields(ExperimentConfig)] + list(_HOISTED)
@@ -744,6 +749,7 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
         if key in data:
             values[key] = _field_value(hints[key], data[key], key)
     seed = values.get("seed", 0)
+    check_seed(seed, "seed")  # before the sections that copy it report it under their name
     values["method"] = _method(data)
     for key in ("optim", "evaluation"):
         values[key] = _build(hints[key], data.get(key), key, extra={"seed": seed})
@@ -831,7 +837,7 @@ def data_forest(data: DataSettings) -> Forest:
     for source in sources:
         shipped, _, tree = source.partition("/")
         known = source in SHIPPED or (shipped in SHIPPED and tree)
-        if not known and not Path(source).expanduser().is_file():
+        if not known and not is_file(expanded(source)):
             raise must(
                 "data.trees",
                 f"shipped trees ({', '.join(SHIPPED)}), a shipped forest's tree such as "
@@ -858,7 +864,9 @@ def validate_with_data(config: ExperimentConfig) -> Forest:
     method selects its trees from it (:func:`trainables.methods.training_forest`, called by
     ``build_method``) and the evaluation scores every tree of it.
     """
+    from trainables.backbone import pretrained_file
     from trainables.methods import training_forest
+    from trainables.readers import check_weights_file
 
     forest = data_forest(config.data)
     method = config.method
@@ -873,6 +881,9 @@ def validate_with_data(config: ExperimentConfig) -> Forest:
             if not 1 <= depth <= top:
                 raise must("method.depths", f"between 1 and {top} for tree `{name}`", depth)
     training_forest(method, forest)
+    weights = pretrained_file(config.model.name, config.model.pretrained)
+    if weights is not None:  # read now, without running any code in it, not in a Ray worker
+        check_weights_file(weights, "model.pretrained")
     if config.data.zeroshot_suite is not None:
         from trainables.suites import check_disjoint, get_suite
 

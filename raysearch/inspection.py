@@ -1,4 +1,4 @@
-"""Searches and their trials, read back from MLflow (any tracking URI), for `raysearch inspect`.
+"""The searches and trials of an MLflow store or tracking server, read for `raysearch inspect`.
 
 Compute first, then show: the readers return plain records (:class:`SearchInfo`,
 :class:`TrialInfo`) built from what :mod:`raysearch.search` logs; sorting, filtering and the
@@ -189,26 +189,21 @@ TRIAL_COLUMNS = (
 
 
 def open_store(uri: str):
-    """An MlflowClient on ``uri`` (a local SQLite store must exist: see :func:`require_store`)."""
-    require_store(uri)
-    return tracking.client(uri)
+    """An MlflowClient on the existing store ``uri``, opened without writing to it (see
+    :func:`raysearch.tracking.open_store`)."""
+    return tracking.open_store(uri, read_only=True)
 
 
 def require_store(uri: str) -> None:
-    """Refuse a local SQLite store that does not exist: MLflow would create an empty one (in
-    the wrong folder, most likely) and show nothing."""
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///")).expanduser()
-        if not database.is_file():
-            raise must(
-                "--tracking-uri",
-                "an existing MLflow store (run a search first, or give --tracking-uri or "
-                "MLFLOW_TRACKING_URI)",
-                uri,
-            )
+    """Refuse (one line) a URI that is not an existing MLflow store: MLflow would create an
+    empty one (in the wrong folder, most likely), or add its tables to another database."""
+    tracking.require_store(uri)
 
 
 def _store_error(uri: str, error: Exception):
+    failure = tracking.store_failure(uri, error)
+    if failure is not None:
+        return failure
     first = " ".join(str(error).split())[:300]
     return must("--tracking-uri", "a readable MLflow store", f"<{uri} ({first})>")
 
@@ -373,7 +368,7 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
     experiment = get_experiment(client, experiment_name)
     found = []
     if _SEARCH_NAME.fullmatch(ref):  # what `launch --name` accepts (and safe in a filter string)
-        query = f"tags.`{tracking.SEARCH_TAG}` = '{ref}'"
+        query = f"tags.`{tracking.SEARCH_TAG}` = {tracking.filter_value(ref, field='--search')}"
         found = [
             r for r in _all_runs(client, [experiment.experiment_id], query) if is_search_run(r)
         ]
@@ -390,14 +385,16 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
 
 
 def _children(client, run) -> list:
-    query = f"tags.`{tracking.PARENT_TAG}` = '{run.info.run_id}'"
-    return _all_runs(client, [run.info.experiment_id], query)
+    return _all_runs(client, [run.info.experiment_id], _children_query(run.info.run_id))
+
+
+def _children_query(run_id: str) -> str:
+    return f"tags.`{tracking.PARENT_TAG}` = {tracking.filter_value(run_id, field='run id')}"
 
 
 def list_trials(client, search: SearchInfo, *, now: float | None = None) -> list[TrialInfo]:
     """The trials of ``search``, by trial number (runs without one last)."""
-    query = f"tags.`{tracking.PARENT_TAG}` = '{search.run_id}'"
-    runs = _all_runs(client, [search.experiment_id], query)
+    runs = _all_runs(client, [search.experiment_id], _children_query(search.run_id))
     trials = [trial_info(run, now=now) for run in runs]
     return sorted(trials, key=lambda t: (t.number is None, t.number or 0, t.run_id))
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from trainables.cache import content_key
-from trainables.errors import must
+from trainables.errors import UserInputError, must
+from trainables.readers import load_safetensors, load_torch_file, read_json
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -109,13 +110,13 @@ def package_from_run(client, run_id: str, folder: Path, lineage: dict[str, str])
         except Exception:  # a job without the final profile still makes a model
             profile = None
         # Our own checkpoint, but read as untrusted: tensors and plain containers only.
-        state = torch.load(state_path, map_location="cpu", weights_only=True)["model"]
-        config_dict = json.loads((inputs / CONFIG_FILE).read_text())
+        state = load_torch_file(Path(state_path))["model"]
+        config_dict = read_json(inputs / CONFIG_FILE)
         return write_package(
             folder,
             state=state,
             config_dict=config_dict,
-            trees_dict=json.loads((inputs / TREES_FILE).read_text()),
+            trees_dict=read_json(inputs / TREES_FILE),
             profile=profile,
             lineage={**lineage, "raysearch.config_hash": content_key(config_dict, length=16)},
         )
@@ -130,16 +131,18 @@ def locate_package(path: Path) -> Path:
 
 
 def read_meta(folder: Path) -> dict:
-    meta = json.loads((folder / META_FILE).read_text())
-    if meta.get("format") != FORMAT:
-        raise must("model.json format", FORMAT, meta.get("format"))
+    meta = read_json(folder / META_FILE)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        shown = meta.get("format") if isinstance(meta, dict) else f"<a JSON {type(meta).__name__}>"
+        raise must("model.json format", FORMAT, shown)
+    for key, kind in (("architecture", str), ("quick_gelu", bool)):
+        if not isinstance(meta.get(key), kind):
+            raise must(f"model.json {key}", f"a JSON {kind.__name__}", meta.get(key))
     return meta
 
 
 def load_classifier(folder: Path, device: str | torch.device = "cpu"):
     """The fine-tuned classifier over every tree of the package's forest, in eval mode."""
-    from safetensors.torch import load_file
-
     from raysearch.config import config_from_dict
     from trainables.backbone import create_architecture
     from trainables.hierarchy.tables import forest_from_dict
@@ -148,8 +151,10 @@ def load_classifier(folder: Path, device: str | torch.device = "cpu"):
 
     folder = locate_package(Path(folder))
     meta = read_meta(folder)
-    config = config_from_dict(json.loads((folder / CONFIG_FILE).read_text()))
-    forest = forest_from_dict(json.loads((folder / TREES_FILE).read_text()))
+    config = config_from_dict(read_json(folder / CONFIG_FILE))
+    forest = forest_from_dict(read_json(folder / TREES_FILE), where=str(folder / TREES_FILE))
+    weights = folder / WEIGHTS_FILE
+    state = load_safetensors(weights)  # every file is checked before the model is built
     # The weights come from the package; the architecture only gives their shapes.
     loaded = create_architecture(meta["architecture"], quick_gelu=meta["quick_gelu"])
     settings = config.method
@@ -159,38 +164,51 @@ def load_classifier(folder: Path, device: str | torch.device = "cpu"):
         templates=settings.templates,
         head=settings.head,
     )
-    classifier.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError as error:  # names or shapes of another model
+        first = " ".join(str(error).split())[:200]
+        raise UserInputError(f"{weights}: the weights do not fit the model ({first}).") from None
     classifier = classifier.with_forest(forest).to(device)
     return classifier.eval()
 
 
 def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
     """The package of ``model``: ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``), a
-    training run id, or a local folder (a package, or a downloaded pyfunc model)."""
+    training run id, or a local folder (a package, or a downloaded pyfunc model).
+
+    The store is opened only for a registered model or a run id, and read-only: a missing or
+    foreign SQLite file is refused rather than made into a store, and a tracking server that
+    does not answer fails within seconds (:func:`raysearch.tracking.open_store`).
+    """
     import mlflow
 
     from raysearch import tracking
 
     if model.startswith(("models:/", "runs:/")):
+        tracking.open_store(tracking_uri, read_only=True)
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(tracking_uri)
         try:
             folder = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(scratch))
         except Exception as error:
             reason = " ".join(str(error).split())[:200]
-            wanted = f"a registered model in {tracking_uri} ({reason})"
-            raise must("--model", wanted, model) from None
+            raise tracking.store_failure(tracking_uri, error) or must(
+                "--model", f"a registered model in {tracking_uri} ({reason})", model
+            ) from None
         finally:
             mlflow.set_tracking_uri(previous)
         return locate_package(Path(folder))
     path = Path(model).expanduser()
     if path.exists():
         return locate_package(path)
-    client = tracking.client(tracking_uri)
+    wanted = f"models:/NAME@ALIAS, a run id in {tracking_uri} or a model folder"
+    if not tracking.RUN_ID.fullmatch(model):  # neither a folder nor a run id: no store opened
+        raise must("--model", wanted, model)
+    client = tracking.open_store(tracking_uri, read_only=True)
     try:
         client.get_run(model)
-    except Exception:
-        raise must(
-            "--model", f"models:/NAME@ALIAS, a run id in {tracking_uri} or a model folder", model
-        ) from None
+    except Exception as error:
+        failure = tracking.store_failure(tracking_uri, error)
+        raise failure or must("--model", wanted, model) from None
     return package_from_run(client, model, scratch / "package", {"raysearch.trial_run": model})

@@ -7,22 +7,53 @@ trial's run as a pyfunc model whose code is ``raysearch/pyfunc_entry.py`` (nothi
 registers it as a new version of the model with lineage tags (trial run, search run, job, config
 hash, code version), and moves the alias to it.
 Promoting the same run again finds its version instead of creating another.
+
+Model names and aliases are checked before anything reaches MLflow (:func:`check_model_name`,
+:func:`check_alias`): a name is what ``models:/NAME@ALIAS`` URIs and registry filter strings
+carry, so it keeps to letters, digits and ``. _ -``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from raysearch import tracking
-from trainables.errors import must
+from trainables.errors import UserInputError, must
 
 SOURCE_RUN_TAG = "raysearch.trial_run"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
 MODEL_ARTIFACT = "model"
+#: Registered model names: a subset of MLflow's (no ``/`` or ``:``, no path tricks) that needs no
+#: quoting in ``models:/NAME@ALIAS`` URIs or filter strings; dots allow ``catalog.schema.model``.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,255}")
+#: MLflow's alias rule: letters, digits, ``_`` and ``-``, at most 255 characters.
+_ALIAS = re.compile(r"[A-Za-z0-9_\-]{1,255}")
+_VERSION_ALIAS = re.compile(r"[vV][0-9]+")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it can be a registered model's name; one line otherwise."""
+    if not _MODEL_NAME.fullmatch(name) or ".." in name:
+        raise must(
+            "--name",
+            "1 to 256 characters from A-Z a-z 0-9 . _ - starting with a letter or digit",
+            name,
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    """``alias`` when MLflow accepts it as a model alias; one line otherwise."""
+    if not _ALIAS.fullmatch(alias):
+        raise must("--alias", "1 to 255 characters from A-Z a-z 0-9 _ -", alias)
+    if alias.lower() == "latest" or _VERSION_ALIAS.fullmatch(alias):
+        raise must("--alias", "not `latest` or v<number> (MLflow reserves them)", alias)
+    return alias
 
 
 @dataclass(frozen=True)
@@ -41,17 +72,20 @@ def find_search_run(client, experiment_id: str, search: str):
     try:
         run = client.get_run(search)
     except Exception:
-        run = tracking.find_run(client, experiment_id, tracking.SEARCH_TAG, search)
+        try:
+            run = tracking.find_run(client, experiment_id, tracking.SEARCH_TAG, search)
+        except UserInputError:  # no search has such a name (quotes, backslashes)
+            run = None
     if run is None or run.data.tags.get(tracking.KIND_TAG) != "search":
         raise must("--search", "the run id or name of a search in this MLflow store", search)
     return run
 
 
 def trial_runs(client, search_run) -> list:
-    parent = search_run.info.run_id
+    parent = tracking.filter_value(search_run.info.run_id, field="--search")
     return client.search_runs(
         [search_run.info.experiment_id],
-        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}'",
+        filter_string=f"tags.`{tracking.PARENT_TAG}` = {parent}",
         max_results=10000,
     )
 
@@ -146,11 +180,10 @@ def code_version() -> str:
 
 
 def _existing_version(client, name: str, run_id: str):
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:
-        return None
-    for version in versions:
+    """The version of ``name`` registered from ``run_id`` (None when there is none). A failed
+    search is an error, not "none": registering again would make a duplicate version."""
+    query = f"name = {tracking.filter_value(check_model_name(name), field='--name')}"
+    for version in client.search_model_versions(query):
         if (version.tags or {}).get(SOURCE_RUN_TAG) == run_id:
             return version
     return None
@@ -169,6 +202,8 @@ def promote(
 
     from raysearch.model_package import package_from_run, read_meta
 
+    check_model_name(name)
+    check_alias(alias)
     run_id = run.info.run_id
     existing = _existing_version(client, name, run_id)
     if existing is not None:

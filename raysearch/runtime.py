@@ -28,28 +28,48 @@ LOCAL_DRIVER_SLOTS = 64
 LOOPBACK = "127.0.0.1"
 
 
-def ensure_ray(address: str | None, needed_cpus: float, *, verbose: bool = True) -> None:
-    """Connect to ``address``, or start a local Ray sized to this machine (no-op when Ray is up).
+def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool = True) -> None:
+    """Connect to ``address``, or start a local Ray sized to this machine; then check that one
+    job of ``footprint`` fits in it (Ray Train would otherwise wait for resources forever).
 
-    Refuses a job that needs more CPUs than this machine has. ``verbose=False`` keeps the
-    workers' output off this console (the commands print their own progress then).
+    A local job that needs more CPUs or GPUs than this machine has is refused before Ray starts.
+    ``verbose=False`` keeps the workers' output off this console (the commands print their own
+    progress then). A no-op start when Ray is up.
     """
     import ray
 
-    if ray.is_initialized():
-        return
-    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **quiet)
-        return
-    available = os.cpu_count() or 1
-    if needed_cpus > available:
+    if not ray.is_initialized():
+        quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            available = os.cpu_count() or 1
+            _check_fits(footprint, {"CPU": available, "GPU": _local_gpus()}, "this machine")
+            start_local_ray(available, LOCAL_DRIVER_SLOTS, **quiet)
+    _check_fits(footprint, ray.cluster_resources(), "the Ray cluster")
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_fits(footprint: TrialFootprint, resources: dict[str, float], where: str) -> None:
+    if footprint.worker_cpus > resources.get("CPU", 0) + 1e-9:
         raise must(
             "scaling.workers",
-            f"small enough for this machine's {available} CPUs (workers x cpus_per_worker)",
-            needed_cpus,
+            f"small enough for {where}'s {resources.get('CPU', 0):g} CPUs (workers x "
+            "cpus_per_worker)",
+            footprint.worker_cpus,
         )
-    start_local_ray(available, LOCAL_DRIVER_SLOTS, **quiet)
+    if footprint.worker_gpus > resources.get("GPU", 0) + 1e-9:
+        raise must(
+            "scaling.gpus_per_worker",
+            f"0, or small enough for {where}'s {resources.get('GPU', 0):g} GPUs (workers x "
+            "gpus_per_worker)",
+            footprint.worker_gpus,
+        )
 
 
 def start_local_ray(num_cpus: int, driver_slots: int, **init_options) -> None:

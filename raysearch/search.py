@@ -179,6 +179,7 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
     table: str = ""
+    stop_reason: str | None = None  # why it was interrupted, when not by Ctrl-C (SIGTERM)
 
 
 @contextlib.contextmanager
@@ -287,18 +288,28 @@ def space_param_names(space: SearchSpace, rows: list[TrialRow]) -> list[str]:
     return [name for name in ordered if name in seen] + sorted(seen - set(ordered))
 
 
-def _close_orphans(study, client, experiment: str, parent_run_id: str, interrupted: bool) -> None:
+def _close_orphans(
+    study,
+    client,
+    experiment: str,
+    parent_run_id: str,
+    interrupted: bool,
+    *,
+    stop_reason: str | None = None,
+) -> None:
     """Leave nothing RUNNING: Optuna trials no Tune trial will finish (a driver killed between
-    asking and saving) end FAIL; an interrupted search's open child runs end KILLED."""
+    asking and saving) end FAIL; an interrupted search's open child runs end KILLED, with
+    ``stop_reason`` (e.g. SIGTERM) as their ``raysearch.error`` when given."""
     from optuna.trial import TrialState
 
     if not interrupted:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
-    running = f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    parent = tracking.filter_value(parent_run_id, field="run id")
+    running = f"tags.`{tracking.PARENT_TAG}` = {parent} and attributes.status = 'RUNNING'"
     runs = client.search_runs([experiment], filter_string=running)
     for run in runs:
-        reason = "search interrupted; continue with raysearch launch --resume"
+        reason = stop_reason or "search interrupted; continue with raysearch launch --resume"
         if not interrupted:
             reason = "the search ended before this trial"
         client.set_tag(run.info.run_id, tracking.ERROR_TAG, reason)
@@ -325,12 +336,19 @@ def launch(
         resume: continue the search ``name`` (default: this space's latest).
         verbose: Ray's, Optuna's and the workers' own output on the console.
         out: where the progress lines go.
+
+    Ctrl-C or SIGTERM (a supervisor stopping the search) interrupts it: the trials' open runs
+    and the parent run end KILLED (``raysearch.error`` says why, e.g. "stopped by SIGTERM"), the
+    report is written, and the result says ``interrupted``. A SIGTERM that arrives once the
+    trials have ended waits for that clean-up.
     """
-    with _quiet_console(verbose):
-        return _launch(space, space_file, trials, address, resume, name, verbose, out)
+    with _quiet_console(verbose), tracking.SigtermGuard() as sigterm:
+        return _launch(space, space_file, trials, address, resume, name, verbose, out, sigterm)
 
 
-def _launch(space, space_file, trials, address, resume, name, verbose, out) -> SearchResult:
+def _launch(
+    space, space_file, trials, address, resume, name, verbose, out, sigterm
+) -> SearchResult:
     import optuna
 
     if trials is not None:
@@ -346,7 +364,7 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
     )
     scaling = space.base.scaling
     footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)
-    ensure_ray(address, footprint.worker_cpus, verbose=verbose)
+    ensure_ray(address, footprint, verbose=verbose)
     import ray
 
     cluster = ray.cluster_resources()
@@ -397,6 +415,7 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
     out(f"  MLflow run {parent_id} in experiment {space.base.mlflow.experiment!r} ({uri})")
 
     interrupted = False
+    sigterm.arm()  # after ray.init, which installs a SIGTERM handler of its own
     try:
         run_config = tune.RunConfig(
             name="tune",
@@ -443,16 +462,17 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
             restored.callbacks = callbacks
             restored.verbose = run_config.verbose
         grid = tuner.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (tracking.Stopped)
         interrupted = True
         grid = None
+    sigterm.defer()  # the clean-up below closes the runs: a SIGTERM now waits for it
 
     trials_state = _trials_of(grid) if grid is not None else []
     rows = _rows(trials_state, client, experiment, search)
     ended = sum(row.status != "unfinished" for row in rows)
     interrupted = interrupted or ended < total
     study = optuna.load_study(study_name=search, storage=paths.optuna_url)
-    _close_orphans(study, client, experiment, parent_id, interrupted)
+    _close_orphans(study, client, experiment, parent_id, interrupted, stop_reason=sigterm.reason)
     best = best_trials(rows, space.metrics, space.modes)
     param_names = space_param_names(space, rows)
     result = SearchResult(
@@ -466,6 +486,7 @@ def _launch(space, space_file, trials, address, resume, name, verbose, out) -> S
         best=best,
         interrupted=interrupted,
         table=format_table(rows, param_names, space.metrics),
+        stop_reason=sigterm.reason if interrupted else None,
     )
     records = summary_records(rows, param_names, space.metrics)
     result.artifacts.update(write_summary(records, paths.report))
@@ -503,7 +524,8 @@ def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSp
         client.set_tag(
             parent_id,
             tracking.ERROR_TAG,
-            f"interrupted; continue with raysearch launch --resume --name {result.name}",
+            result.stop_reason
+            or f"interrupted; continue with raysearch launch --resume --name {result.name}",
         )
         client.set_terminated(parent_id, status="KILLED")
     else:

@@ -14,6 +14,7 @@ from ray import tune
 
 from search_spaces.loader import SearchSpace
 from trainables.errors import must
+from trainables.names import check_folder_name
 
 #: Keys of a trial's Tune config besides the sampled parameters.
 OVERRIDES_KEY = "overrides"
@@ -93,10 +94,7 @@ def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> s
     the latest started search of this space for ``--resume``."""
     searches = searches_folder(space)
     if name is not None:
-        from search_spaces.loader import _NAME
-
-        if not _NAME.fullmatch(name):
-            raise must("--name", "1 to 64 characters from A-Z a-z 0-9 . _ -", name)
+        check_folder_name(name, "--name")
         started = _started(searches / name)
         if resume and not started:
             raise must("--name", f"a started search in {searches} to resume", name)

@@ -10,7 +10,8 @@ nothing). ``mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(batch)`` take
 - a list of such cells;
 - a numpy array of images: uint8 ``[N, H, W, 3]`` (0-255) or float ``[N, 3, H, W]`` in [0, 1].
 
-Images are resized (shorter side) and centre-cropped to the model's input size. The result is a
+Images are resized (shorter side) and centre-cropped to the model's input size; a damaged image,
+or one of more than 8192 x 8192 pixels, is refused with one line naming it. The result is a
 DataFrame with one row per image: ``leaf`` and ``leaf_probability``, then for every tree and
 level ``<tree>/<level>`` (the class name) and ``<tree>/<level>/probability`` (softmax over that
 level's classes).
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,30 +28,27 @@ from typing import Any
 import torch
 
 from trainables.errors import must
+from trainables.readers import MAX_IMAGE_BYTES, is_file, open_image, read_bytes
 
 IMAGE_COLUMN = "image"
 _IMAGE_FORMS = "an image file path, image bytes or base64"
 
 
 def _open_image(cell: Any):
-    from PIL import Image, UnidentifiedImageError
-
+    """The RGB image of one cell; a bad one raises one line naming the file (or its size)."""
     if isinstance(cell, bytes | bytearray):
-        data = bytes(cell)
-    elif isinstance(cell, str | Path) and Path(cell).is_file():
-        data = Path(cell).read_bytes()
+        data, where = bytes(cell), f"{len(cell)} bytes"
+    elif isinstance(cell, str | Path) and is_file(cell):
+        data, where = read_bytes(Path(cell), max_bytes=MAX_IMAGE_BYTES), str(cell)
     elif isinstance(cell, str):
         try:
             data = base64.b64decode(cell, validate=True)
         except (binascii.Error, ValueError):
             raise must(IMAGE_COLUMN, _IMAGE_FORMS, cell[:60]) from None
+        where = f"{len(data)} bytes decoded from base64"
     else:
         raise must(IMAGE_COLUMN, _IMAGE_FORMS, type(cell).__name__)
-    try:
-        return Image.open(io.BytesIO(data)).convert("RGB")
-    except UnidentifiedImageError:
-        wanted = "a readable image (PNG, JPEG, ...)"
-        raise must(IMAGE_COLUMN, wanted, f"{len(data)} bytes") from None
+    return open_image(data, where, field=IMAGE_COLUMN)
 
 
 def _resize_crop(image, size: int) -> torch.Tensor:

@@ -2,9 +2,10 @@
 
 :func:`run_job` takes a validated :class:`~raysearch.config.ExperimentConfig`, opens (or reopens)
 the job's MLflow run, launches a ``TorchTrainer`` over :func:`trainables.loop.train_loop_per_worker`
-and closes the run FINISHED with the final evaluation and checkpoint as artifacts, or FAILED with
-the reason. Jobs are named deterministically (:func:`raysearch.config.job_name`), so re-running
-with ``resume=True`` finds both the Ray Train checkpoints and the MLflow run again.
+and closes the run FINISHED with the final evaluation and checkpoint as artifacts, FAILED with
+the reason, or KILLED when Ctrl-C or SIGTERM stops it. Jobs are named deterministically
+(:func:`raysearch.config.job_name`), so re-running with ``resume=True`` finds both the Ray Train
+checkpoints and the MLflow run again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from raysearch import tracking
 from raysearch.config import ExperimentConfig, config_to_dict, flatten, job_name
-from raysearch.runtime import ensure_ray
+from raysearch.runtime import TrialFootprint, ensure_ray
 from trainables.errors import UserInputError, must
 from trainables.loop import PROFILE_FILE, JobSpec
 
@@ -130,6 +131,11 @@ def run_job(
     if resume and not job_dir.exists():
         raise must("--resume", f"used for a job that has started (none in {storage})", job)
 
+    scaling = config.scaling
+    footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)
+    # Before the MLflow run: a job that cannot fit is refused with nothing created.
+    ensure_ray(address, footprint, verbose=verbose)
+
     uri = config.mlflow.resolved_tracking_uri()
     mlflow_client = tracking.client(uri)
     experiment = tracking.experiment_id(mlflow_client, config.mlflow.experiment)
@@ -139,48 +145,53 @@ def run_job(
         tracking.log_params(mlflow_client, run_id, {**flatten(config), **(extra_params or {})})
         _log_inputs(mlflow_client, run_id, config, forest)
 
-    scaling = config.scaling
-    try:
-        ensure_ray(address, scaling.workers * scaling.cpus_per_worker, verbose=verbose)
-        resources = {"CPU": scaling.cpus_per_worker}
-        if scaling.gpus_per_worker:
-            resources["GPU"] = scaling.gpus_per_worker
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"spec": job_spec(config, forest, tracking_uri=uri, run_id=run_id)},
-            scaling_config=ScalingConfig(
-                num_workers=scaling.workers,
-                use_gpu=bool(scaling.gpus_per_worker),
-                resources_per_worker=resources,
-            ),
-            run_config=RunConfig(
-                name=job,
-                storage_path=str(storage),
-                failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
-                logging_config=LoggingConfig(log_level="WARNING"),
-                callbacks=list(callbacks),
-            ),
-        )
-        result = trainer.fit()
-    except UserInputError as error:
-        if close_failed_runs:
-            tracking.end_run(mlflow_client, run_id, error=str(error))
-        raise
-    except KeyboardInterrupt:
-        if close_failed_runs:
-            mlflow_client.set_tag(run_id, tracking.ERROR_TAG, "interrupted; continue with --resume")
-            mlflow_client.set_terminated(run_id, status="KILLED")
-        raise
-    except Exception as error:  # the job failed after it started: record why, then report
-        reason = failure_reason(error)
-        if close_failed_runs:
-            tracking.end_run(mlflow_client, run_id, error=reason)
-        raise TrainingFailed(reason) from error
+    # SIGTERM (a supervisor stopping the job) ends its run KILLED, as Ctrl-C does.
+    with tracking.SigtermGuard() as sigterm:
+        try:
+            sigterm.arm()  # after ray.init, which installs a SIGTERM handler of its own
+            resources = {"CPU": scaling.cpus_per_worker}
+            if scaling.gpus_per_worker:
+                resources["GPU"] = scaling.gpus_per_worker
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config={
+                    "spec": job_spec(config, forest, tracking_uri=uri, run_id=run_id)
+                },
+                scaling_config=ScalingConfig(
+                    num_workers=scaling.workers,
+                    use_gpu=bool(scaling.gpus_per_worker),
+                    resources_per_worker=resources,
+                ),
+                run_config=RunConfig(
+                    name=job,
+                    storage_path=str(storage),
+                    failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
+                    logging_config=LoggingConfig(log_level="WARNING"),
+                    callbacks=list(callbacks),
+                ),
+            )
+            result = trainer.fit()
+        except UserInputError as error:
+            if close_failed_runs:
+                tracking.end_run(mlflow_client, run_id, error=str(error))
+            raise
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (tracking.Stopped)
+            if close_failed_runs:
+                reason = sigterm.reason or "interrupted; continue with --resume"
+                mlflow_client.set_tag(run_id, tracking.ERROR_TAG, reason)
+                mlflow_client.set_terminated(run_id, status="KILLED")
+            raise
+        except Exception as error:  # the job failed after it started: record why, then report
+            reason = failure_reason(error)
+            if close_failed_runs:
+                tracking.end_run(mlflow_client, run_id, error=reason)
+            raise TrainingFailed(reason) from error
 
-    checkpoint_dir = result.checkpoint.path if result.checkpoint is not None else None
-    profile = _log_outputs(mlflow_client, run_id, checkpoint_dir)
-    tracking.end_run(mlflow_client, run_id)
+        sigterm.defer()  # the job has ended: a SIGTERM now waits for its run to be closed
+        checkpoint_dir = result.checkpoint.path if result.checkpoint is not None else None
+        profile = _log_outputs(mlflow_client, run_id, checkpoint_dir)
+        tracking.end_run(mlflow_client, run_id)
     return JobResult(
         job=job,
         run_id=run_id,

@@ -112,6 +112,8 @@ from raysearch.config import (
     validate_with_data,
 )
 from trainables.errors import UserInputError, must
+from trainables.names import check_folder_name
+from trainables.readers import expanded, is_file, read_text, yaml_reason
 
 __all__ = [
     "BASE_METRICS",
@@ -151,7 +153,6 @@ _PARAM_KEYS = {
 }
 _SEPARATOR = "+"
 _MAX_SUBSETS = 4096
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MUST = re.compile(r"`([^`]+)` must be (.*), but got .*", re.DOTALL)
 #: Config keys the special parameters set; writing them in `space` directly is refused.
 _RESERVED = {"method.trees": "trees", "method.depths": "depth"}
@@ -342,18 +343,13 @@ def _keys(section: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> N
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and check a search space file; nothing is started."""
-    file = Path(path).expanduser()
-    if not file.is_file():
+    file = expanded(path)
+    if not is_file(file):
         raise must("search space", "an existing YAML file", str(path))
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise must("search space", "a readable UTF-8 YAML file", str(path)) from None
-    try:
-        data = _parse_yaml(text, str(path))
+        data = _parse_yaml(read_text(file), str(path), "search space")
     except yaml.YAMLError as error:
-        reason = " ".join(str(error).split())
-        raise must("search space", "valid YAML", f"<{reason}>") from None
+        raise must("search space", "valid YAML", f"<{path}: {yaml_reason(error)}>") from None
     return space_from_dict(data, file.parent)
 
 
@@ -362,9 +358,7 @@ def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
     ``folder``."""
     data = _mapping(data, "search space", "a mapping with the keys name, base, objective, space")
     _keys(data, "", _TOP_KEYS)
-    name = data.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise must("name", "1 to 64 characters from A-Z a-z 0-9 . _ -", name)
+    name = check_folder_name(data.get("name"), "name")
 
     base_dict = _base_dict(data.get("base"), data.get("overrides"), Path(folder))
     base = config_from_dict(base_dict)
@@ -428,10 +422,10 @@ def _base_dict(base: Any, overrides: Any, folder: Path) -> dict[str, Any]:
         return result
     if not isinstance(base, str) or not base:
         raise must("base", "a config file (relative to the search space), a mapping or null", base)
-    file = Path(base).expanduser()
+    file = expanded(base)
     if not file.is_absolute():
         file = folder / file
-    if not file.is_file():
+    if not is_file(file):
         raise must("base", "an existing config file (relative to the search space)", base)
     return read_config_dict(file, overrides)
 

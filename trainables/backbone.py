@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trainables.errors import UserInputError, must
+from trainables.readers import is_file, load_weights_file
 
 EMBEDDED = "embedded"
 #: The open_clip architecture of the embedded base model (a config shipped in model_configs/).
@@ -108,21 +109,10 @@ def _wrap(model: nn.Module, name: str, pretrained: str | None) -> LoadedClip:
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a weights file safely: safetensors, or a torch file with ``weights_only=True``."""
-    if not path.is_file():
+    """Read a weights file safely (:func:`trainables.readers.load_weights_file`)."""
+    if not is_file(path):
         raise must("model.pretrained", "an existing weights file or an open_clip tag", str(path))
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a corrupt or non-weights file is a user error, not a crash
-        raise UserInputError(f"cannot read weights from {path}: {error}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserInputError(f"weights file {path} does not hold a state dict")
+    state = load_weights_file(path)
     # Weights saved from a DDP-wrapped model carry a "module." prefix.
     return {key.removeprefix("module."): value for key, value in state.items()}
 
@@ -199,6 +189,20 @@ def uses_quick_gelu(name: str, pretrained: str | None) -> bool:
         return False
 
 
+def pretrained_file(name: str, pretrained: str | None) -> Path | None:
+    """The weights file ``pretrained`` names for model ``name``; None for a tag or no weights.
+
+    The embedded model takes only files; other models take a file when the path exists or ends
+    like a weights file, and an open_clip tag otherwise.
+    """
+    if pretrained is None:
+        return None
+    path = Path(pretrained).expanduser()
+    if name == EMBEDDED or path.suffix in {".safetensors", ".pt", ".pth", ".bin"} or path.exists():
+        return path
+    return None
+
+
 def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:
     """Load a CLIP by open_clip name and pretrained tag, by local weights, or the embedded base.
 
@@ -212,14 +216,13 @@ def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip
         from trainables.pretrain import load_or_pretrain_base
 
         loaded = load_or_pretrain_base().loaded
-        if pretrained is not None:
-            loaded = load_weights(loaded, Path(pretrained).expanduser())
-        return loaded
+        path = pretrained_file(name, pretrained)
+        return loaded if path is None else load_weights(loaded, path)
     loaded = create_architecture(name)
     if pretrained is None:
         return loaded
-    path = Path(pretrained).expanduser()
-    if path.suffix in {".safetensors", ".pt", ".pth", ".bin"} or path.exists():
+    path = pretrained_file(name, pretrained)
+    if path is not None:
         return load_weights(loaded, path)
     import open_clip
 

@@ -30,7 +30,7 @@ from trainables.evaluate import (
 )
 from trainables.margins import MarginSchedule
 from trainables.methods import METHOD_NAMES, TrainingAttack, build_method, method_settings
-from trainables.training import OptimSettings, fit
+from trainables.training import OptimSettings, check_seed, fit
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,8 @@ class CompareSettings:
             raise must("seeds", "at least one seed", list(self.seeds))
         if len(set(self.seeds)) != len(self.seeds):
             raise must("seeds", "distinct seeds", list(self.seeds))
+        for seed in self.seeds:
+            check_seed(seed, "seeds")
         if self.eval_samples < 1:
             raise must("eval_samples", ">= 1", self.eval_samples)
         if self.train_size is not None and self.train_size < self.optim.batch_size:

@@ -31,6 +31,7 @@ from trainables.evaluate import (
 )
 from trainables.hierarchy.tree import Forest
 from trainables.methods import MethodSettings, build_method
+from trainables.readers import load_torch_file
 from trainables.training import OptimSettings, build_optimizer, build_scheduler, train_epoch
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+            state = load_torch_file(Path(folder) / STATE_FILE, map_location=device)
         method.classifier.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -34,10 +34,11 @@ from trainables.backbone import (
 )
 from trainables.cache import cache_dir, content_key, source_digest
 from trainables.captions import CaptionMix, WorldCaptions
-from trainables.errors import must
+from trainables.errors import UserInputError, must
 from trainables.evaluate import AttackSettings, zero_shot_report
 from trainables.hierarchy.tree import as_forest
 from trainables.model import ZeroShotClassifier
+from trainables.readers import read_json
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +376,15 @@ def load_or_pretrain_base(
     weights = directory / WEIGHTS_FILE
     with _file_lock(directory.with_suffix(".lock")):
         if weights.is_file():
-            loaded = load_weights(create_architecture(settings.arch), weights)
+            try:
+                loaded = load_weights(create_architecture(settings.arch), weights)
+                report = read_json(directory / REPORT_FILE)
+            except UserInputError as error:  # a damaged entry is never silently rebuilt
+                raise UserInputError(
+                    f"the cached base model is damaged ({error}); delete the folder {directory} "
+                    "and it is built again"
+                ) from None
             loaded.model.eval()
-            report = json.loads((directory / REPORT_FILE).read_text())
             return BaseModel(loaded=loaded, path=weights, report=report, built=False)
         log.info("pretraining the embedded base CLIP (cached afterwards in %s)", directory)
         with torch.random.fork_rng():

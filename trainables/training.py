@@ -70,11 +70,23 @@ class OptimSettings:
             raise must("optim.max_steps", ">= 1 or null", self.max_steps)
         if self.precision not in PRECISIONS:
             raise must("optim.precision", f"one of {list(PRECISIONS)}", self.precision)
+        check_seed(self.seed, "optim.seed")
 
     def total_steps(self, train_size: int) -> int:
         per_epoch = max(1, train_size // self.batch_size)
         steps = max(1, math.ceil(self.epochs * per_epoch))
         return min(steps, self.max_steps) if self.max_steps else steps
+
+
+#: Seeds are below 2**32 (NumPy's bound): derived seeds such as ``seed * 1_000_003 + epoch`` then
+#: stay within the 64 bits torch's generators take.
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed: int, field: str) -> None:
+    """Refuse a seed outside ``[0, SEED_LIMIT)`` with one line naming ``field``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise must(field, "an integer from 0 to 2**32 - 1 (4294967295)", seed)
 
 
 def build_optimizer(parameters: list[torch.nn.Parameter], settings: OptimSettings):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from fractions import Fraction
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from raysearch.report import format_attack, format_eps, show_progress_logs
 from trainables.errors import must
+from trainables.outputs import check_output_file
 
 
 def _argument_error(field: str, constraint: str, got) -> argparse.ArgumentTypeError:
@@ -153,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
     from trainables.pretrain import load_or_pretrain_base
 
     settings = settings_from_args(args)
-    if args.json is not None and not args.json.parent.exists():
-        raise must("--json", "a path in an existing folder", str(args.json))
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     show_progress_logs()
     started = time.perf_counter()
     dataset = load_embedded()
@@ -168,12 +171,29 @@ def run(args: argparse.Namespace) -> int:
         on_result=lambda row: print(_progress_line(row), flush=True),
     )
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    if args.json is not None:  # first: the numbers outlast any formatting problem
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+    written = _write_results(results, args.json) if args.json is not None else None
     print(format_compare_table(results))
-    if args.json is not None:
-        print(f"results written to {args.json}")
+    if written is not None:
+        print(f"results written to {written}")
     return 0
+
+
+def _write_results(results: dict, path: Path) -> Path:
+    """Write the JSON first (the numbers outlast any formatting problem); when ``path`` became
+    unwritable during the run, into a temporary file instead, so that no result is lost."""
+    text = json.dumps(results, indent=2, default=str)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+    except OSError as error:
+        fallback = Path(tempfile.mkstemp(prefix="raysearch-compare-", suffix=".json")[1])
+        fallback.write_text(text)
+        print(
+            f"raysearch: could not write {path} ({error.strerror}); wrote {fallback} instead",
+            file=sys.stderr,
+        )
+        return fallback
 
 
 def _progress_line(row: dict) -> str:

@@ -83,10 +83,11 @@ def _load_model(model: str, args: argparse.Namespace):
         return ZeroShotClassifier(base.loaded, load_shipped("embedded")).eval(), "embedded", None
     from raysearch.config import config_from_dict
     from raysearch.model_package import CONFIG_FILE, fetch_package, load_classifier
+    from trainables.readers import read_json
 
     with tempfile.TemporaryDirectory() as scratch:
         package = fetch_package(model, tracking_uri(args), Path(scratch))
-        config = config_from_dict(json.loads((package / CONFIG_FILE).read_text()))
+        config = config_from_dict(read_json(package / CONFIG_FILE))
         classifier = load_classifier(package)
     return classifier, config.data.dataset, config.data.root
 

@@ -56,7 +56,9 @@ def base_model_summary(base, seconds: float) -> dict:
 def run(args: argparse.Namespace) -> int:
     from trainables.hierarchy.shipped import load_shipped
     from trainables.pretrain import PretrainSettings, load_or_pretrain_base
+    from trainables.training import check_seed
 
+    check_seed(args.seed, "--seed")
     if args.threads is not None:
         if args.threads < 1:
             raise must("--threads", "an integer >= 1", args.threads)

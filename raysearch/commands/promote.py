@@ -36,17 +36,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raysearch import tracking
-    from raysearch.registry import choose_trial, find_search_run, promote
-    from trainables.errors import must
+    from raysearch import inspection, tracking
+    from raysearch.registry import (
+        check_alias,
+        check_model_name,
+        choose_trial,
+        find_search_run,
+        promote,
+    )
 
-    if not args.name.strip():
-        raise must("--name", "a model name", args.name)
+    check_model_name(args.name)
+    check_alias(args.alias)
     uri = tracking_uri(args)
-    client = tracking.client(uri)
-    experiment = client.get_experiment_by_name(args.experiment)
-    if experiment is None:
-        raise must("--experiment", f"an experiment in {uri}", args.experiment)
+    # Registering writes to the store, but never into one made up here (or into another file).
+    client = tracking.open_store(uri, read_only=False)
+    experiment = inspection.get_experiment(client, args.experiment)
     search = find_search_run(client, experiment.experiment_id, args.search)
     chosen = choose_trial(
         client,

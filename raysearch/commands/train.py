@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from trainables.readers import is_file
+
 EXIT_FAILED = 1
 
 
@@ -30,10 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _split_config_argument(args: argparse.Namespace) -> tuple[Path | None, list[str]]:
+    from raysearch.config import looks_like_override
+
     # `raysearch train optim.lr=1e-3` has no YAML: the first positional is then an override.
     overrides = list(args.overrides)
     config = args.config
-    if config is not None and "=" in config.name and not config.is_file():
+    if config is not None and looks_like_override(str(config)) and not is_file(config):
         overrides.insert(0, str(config))
         config = None
     return config, overrides

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 from trainables.errors import UserInputError, must
+from trainables.outputs import check_output_file, check_output_folder
+from trainables.readers import is_file, read_text
 
 #: Datasets with a WordNet tree recipe (leaves are WordNet names or ids).
 WORDNET_DATASETS = ("cifar10", "cifar100", "imagenet1k")
@@ -51,6 +53,7 @@ def register(subparsers) -> None:
     table.add_argument("--dataset", metavar="D", help="the leaves must be this dataset's classes")
     table.add_argument("--depth", type=int, metavar="L", help="levels kept above the leaves")
     table.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    table.add_argument("--force", action="store_true", help="replace OUT if it exists")
     table.set_defaults(handler=run_build_table)
 
     wordnet = sources.add_parser("wordnet", help="from WordNet hypernym paths")
@@ -65,11 +68,13 @@ def register(subparsers) -> None:
     wordnet.add_argument("--name", help="tree name")
     wordnet.add_argument("--wordnet-dir", metavar="DIR", help="a WordNet 3.0 database folder")
     wordnet.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    wordnet.add_argument("--force", action="store_true", help="replace OUT if it exists")
     wordnet.set_defaults(handler=run_build_wordnet)
 
     coarse = sources.add_parser("coarse", help="from a dataset's coarse labels (cifar100)")
     coarse.add_argument("--dataset", required=True, metavar="D")
     coarse.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    coarse.add_argument("--force", action="store_true", help="replace OUT if it exists")
     coarse.set_defaults(handler=run_build_coarse)
 
     shipped = sources.add_parser("shipped", help="rebuild every shipped tree file")
@@ -174,11 +179,11 @@ def _written(path: Path, obj) -> None:
     print(f"wrote {path}: {summary(obj)}")
 
 
-def _check_output(output: str) -> Path:
-    path = Path(output)
+def _check_output(args: argparse.Namespace) -> Path:
+    path = Path(args.output)
     if path.suffix.lower() not in (".json", ".parquet"):
-        raise must("--output", "a .json or .parquet file", output)
-    return path
+        raise must("--output", "a .json or .parquet file", args.output)
+    return check_output_file(path, "--output", replace=args.force)
 
 
 def _with_dataset_labels(tree, dataset: str):
@@ -197,7 +202,7 @@ def _with_dataset_labels(tree, dataset: str):
 def run_build_table(args: argparse.Namespace) -> int:
     from trainables.hierarchy import ClassTree, load, save
 
-    output = _check_output(args.output)
+    output = _check_output(args)
     tree = load(args.file, leaves=_classes(args.dataset), depth=args.depth, name=args.name)
     if not isinstance(tree, ClassTree):
         raise must("FILE", "a parent table or a single tree (not a forest)", args.file)
@@ -210,12 +215,9 @@ def run_build_table(args: argparse.Namespace) -> int:
 def read_ids_file(path: str | Path) -> tuple[list[str], dict[str, str]]:
     """Leaves and overrides from a text file: ``LEAF`` or ``LEAF = SYNSET`` per line."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise must("--ids", "an existing file", str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserInputError(f"{path}: the file is not UTF-8 text.") from None
+    text = read_text(path)
     leaves: list[str] = []
     overrides: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -239,7 +241,7 @@ def run_build_wordnet(args: argparse.Namespace) -> int:
     from trainables.hierarchy import build_wordnet_tree, save
     from trainables.hierarchy.shipped import CIFAR100_SYNSETS, SHIPPED_DEPTHS
 
-    output = _check_output(args.output)
+    output = _check_output(args)
     labels = None
     if args.dataset is not None:
         if args.dataset not in WORDNET_DATASETS:
@@ -277,7 +279,7 @@ def run_build_coarse(args: argparse.Namespace) -> int:
     from trainables.data.class_lists import CIFAR100_CLASSES, CIFAR100_FINE_TO_COARSE
     from trainables.hierarchy import build_coarse_tree, save
 
-    output = _check_output(args.output)
+    output = _check_output(args)
     if args.dataset != "cifar100":
         raise must("--dataset", "cifar100 (the only dataset with coarse labels)", args.dataset)
     tree = build_coarse_tree("cifar100-coarse", CIFAR100_FINE_TO_COARSE, CIFAR100_CLASSES)
@@ -288,6 +290,8 @@ def run_build_coarse(args: argparse.Namespace) -> int:
 def run_build_shipped(args: argparse.Namespace) -> int:
     from trainables.hierarchy import build_shipped, load
 
+    if args.out_dir is not None:
+        check_output_folder(args.out_dir, "--out-dir")
     written = build_shipped(args.out_dir, wordnet_dir=args.wordnet_dir)
     for path in written.values():
         _written(path, load(path))

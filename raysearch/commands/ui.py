@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
@@ -70,6 +71,27 @@ def ui_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def exposure_note(host: str) -> str | None:
+    """The warning for a UI that other machines can reach (None on loopback)."""
+    if is_loopback(host):
+        return None
+    where = f"every interface ({host})" if host in _EVERY_INTERFACE else host
+    return (
+        f"raysearch: note: listening on {where}, not only on this machine: anyone who can "
+        "reach it can read and change the runs"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from raysearch.commands.models import resolve_tracking_uri
 
@@ -82,12 +104,9 @@ def run(args: argparse.Namespace) -> int:
     require_store(uri)
     command = ui_command(uri, host=args.host, port=args.port)
     print(f"MLflow UI: {ui_url(args.host, args.port)} (store {uri}); Ctrl-C stops it", flush=True)
-    if args.host in _EVERY_INTERFACE:
-        print(
-            f"raysearch: note: listening on every interface ({args.host}): anyone who can reach "
-            "this machine can read and change the runs",
-            file=sys.stderr,
-        )
+    note = exposure_note(args.host)
+    if note is not None:
+        print(note, file=sys.stderr)
     return _hand_over(command)
 
 

@@ -109,6 +109,23 @@ def test_build_table(capsys, tmp_path, suffix):
     assert load(out_path) == expected
 
 
+def test_build_refuses_to_replace_a_file_without_force(capsys, tmp_path):
+    source = write_yaml(tmp_path / "form.yaml", TREES["form"])
+    out_path = tmp_path / "out.json"
+    out_path.write_text("keep me")
+    argv = ["trees", "build", "table", str(source), "-o", str(out_path)]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err == (
+        f"raysearch: error: `--output` must be a new file ({out_path} exists: add --force to "
+        f"replace it), but got '{out_path}'.\n"
+    )
+    assert out_path.read_text() == "keep me"
+    code, out, err = run(capsys, *argv, "--force")
+    assert (code, err) == (0, "")
+    assert load(out_path).name == "form"
+
+
 def test_build_coarse_matches_the_shipped_file(capsys, tmp_path):
     out_path = tmp_path / "coarse.json"
     code, _, _ = run(
@@ -220,6 +237,11 @@ MISTAKES = [
         "`wordnet_dir` must be a WordNet 3.0 database folder",
     ),
     (["build", "coarse", "--dataset", "cifar10", "-o", "{out}"], "`--dataset` must be cifar100"),
+    (["build", "table", "{form}", "-o", "{tmp}/folder.json"], "a file path, not a folder"),
+    (["build", "table", "{form}", "-o", "{form}/below/out.json"], "is a file)"),
+    (["build", "table", "{form}", "-o", "/proc/out.json"], "a path outside /proc and /sys"),
+    (["build", "shipped", "--out-dir", "{form}"], "`--out-dir` must be a folder, not a file"),
+    (["build", "shipped", "--out-dir", "/sys/trees"], "a path outside /proc and /sys"),
     (["show", "nothing-like-this"], "`tree` must be a shipped name"),
     (["show", "embedded/shape"], "`tree` must be one of form, symmetry, corners"),
     (["show", "cifar10-wordnet", "--tree", "x"], "`--tree` must be `cifar10-wordnet`"),
@@ -230,6 +252,7 @@ MISTAKES = [
 @pytest.mark.parametrize(("argv", "fragment"), MISTAKES)
 def test_mistakes_exit_2_with_one_line(capsys, tmp_path, argv, fragment):
     names = {key: str(path) for key, path in _files(tmp_path).items()}
+    (tmp_path / "folder.json").mkdir()
     names.update(out=str(tmp_path / "out.json"), tmp=str(tmp_path))
     code, out, err = run(capsys, "trees", *(arg.format(**names) for arg in argv))
     assert code == 2

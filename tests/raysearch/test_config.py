@@ -159,6 +159,20 @@ def test_the_seed_seeds_the_optimiser_and_the_evaluation():
     assert (config.seed, config.optim.seed, config.evaluation.seed) == (7, 7, 7)
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**64), "true"])
+def test_a_seed_torch_and_numpy_cannot_take_is_refused_before_any_work(seed):
+    assert error_of([f"seed={seed}"]).startswith("`seed` must be an integer")
+
+
+def test_the_largest_seed_is_accepted():
+    assert load_config(None, [f"seed={2**32 - 1}"]).optim.seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../elsewhere", ".hidden"])
+def test_a_job_name_that_is_not_one_plain_folder_is_refused(name):
+    assert error_of([f"name={name}"]).startswith("`name` must be 1 to 64 characters")
+
+
 # -- method defaults -------------------------------------------------------------------------
 
 
@@ -321,7 +335,7 @@ def test_unknown_nested_key():
         (["data.trees={a: 1}"], "`data.trees` must be a string, a list of strings or null, but"),
         (["optim.max_steps=lots"], "`optim.max_steps` must be an integer or null, but got"),
         (["head=5"], "`head` must be a mapping of settings, but got 5."),
-        (["seed=-1"], "`seed` must be an integer >= 0, but got -1."),
+        (["seed=1.5"], "`seed` must be an integer, but got 1.5."),
     ],
 )
 def test_wrong_type(overrides, message):
@@ -348,7 +362,7 @@ def test_wrong_type(overrides, message):
         (["scaling.workers=4", "optim.batch_size=2"], "`optim.batch_size` must be >= scaling."),
         (["method.depths=[2]"], "`method.depths` must be one depth per tree of method.trees"),
         (["method.templates=[a photo]"], "`method.templates` must be a non-empty list of strings"),
-        (["name=my run"], "`name` must be 1 to 64 characters from A-Z a-z 0-9 . _ - or null"),
+        (["name=my run"], "`name` must be 1 to 64 characters from A-Z a-z 0-9 . _ -, starting"),
         (["name=" + "x" * 65], "`name` must be 1 to 64 characters"),
     ],
 )
@@ -485,3 +499,32 @@ def test_yaml_nested_thousands_deep_is_one_line(tmp_path):
     path = tmp_path / "deep.yaml"
     path.write_text("a: " + "[" * 20_000 + "]" * 20_000 + "\n")
     assert error_of(path=path).startswith("`config` must be YAML nested at most")
+
+
+# -- weights files are checked before any work -----------------------------------------------
+
+
+def test_a_pickled_or_damaged_weights_file_is_refused_before_any_work(tmp_path):
+    import pickle
+
+    pickled = tmp_path / "model.pt"
+    pickled.write_bytes(pickle.dumps({"visual.proj": [1.0]}))
+    damaged = tmp_path / "model.safetensors"
+    damaged.write_bytes(b"\xff" * 100)
+    for path, reason in [(pickled, "a pickle file"), (damaged, "not a valid safetensors file")]:
+        message = error_of([f"model.pretrained={path}"], data_check=True)
+        assert message.startswith("`model.pretrained` must be a weights file")
+        assert reason in message
+        assert "weights_only=False" not in message
+    assert "must be an existing weights file" in error_of(
+        [f"model.pretrained={tmp_path / 'missing.safetensors'}"], data_check=True
+    )
+
+
+def test_an_open_clip_tag_is_not_taken_for_a_file():
+    from trainables.backbone import pretrained_file
+
+    assert pretrained_file("ViT-B-32", "openai") is None
+    assert pretrained_file("ViT-B-32", "w.safetensors") == Path("w.safetensors")
+    assert pretrained_file("embedded", "weights") == Path("weights")
+    assert pretrained_file("embedded", None) is None

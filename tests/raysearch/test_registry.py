@@ -87,6 +87,19 @@ def test_promoting_the_same_run_again_reuses_its_version(searched, promoted, cap
     assert len(_versions(searched)) == 1
 
 
+@pytest.mark.parametrize("name", [f"{MODEL}'", f"{MODEL}' or name != '", "a/b"])
+def test_a_model_name_mlflow_filters_cannot_carry_is_refused_without_a_new_version(
+    searched, promoted, capsys, name
+):
+    capsys.readouterr()
+    assert main([*promoted, "--name", name, *_store(searched)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "`--name` must be 1 to 256 characters" in err
+    client = tracking.client(_uri(searched))
+    assert [model.name for model in client.search_registered_models()] == [MODEL]
+    assert len(_versions(searched)) == 1
+
+
 def test_promote_refuses_pruned_failed_and_checkpointless_runs(searched, promoted, capsys):
     client = tracking.client(_uri(searched))
     result = searched["result"]

@@ -502,6 +502,14 @@ def test_a_given_name_must_be_new_without_resume(tmp_path):
         resolve_search_name(space, "taken", resume=False)
 
 
+@pytest.mark.parametrize("name", ["..", ".", ".tune"])
+def test_a_given_name_that_leaves_the_searches_folder_is_refused(tmp_path, name):
+    space = _space(tmp_path)
+    with pytest.raises(UserInputError, match=r"^`--name` must be 1 to 64 characters"):
+        resolve_search_name(space, name, resume=False)
+    assert not (tmp_path / "searches").exists()
+
+
 def test_resume_needs_a_started_search(tmp_path):
     space = _space(tmp_path, name="mine")
     with pytest.raises(UserInputError, match=r"^`--resume` must be used after a search of mine"):

@@ -154,6 +154,16 @@ def test_an_interrupted_driver_continues_with_resume(tmp_path, ray_local):
     assert _epoch_steps(uri, runs[0].info.run_id) == [0, 1, 2, 3]
 
 
+def test_a_first_override_with_a_slash_is_not_taken_for_a_config_file():
+    from raysearch.cli import build_parser
+    from raysearch.commands.train import _split_config_argument
+
+    args = build_parser().parse_args(["train", "data.trees=embedded/form", "seed=1"])
+    assert _split_config_argument(args) == (None, ["data.trees=embedded/form", "seed=1"])
+    args = build_parser().parse_args(["train", "configs/run.yaml", "seed=1"])
+    assert _split_config_argument(args) == (Path("configs/run.yaml"), ["seed=1"])
+
+
 def test_resume_of_an_unknown_job_is_refused(tmp_path, capsys):
     args = [*TINY, "name=never", f"checkpoint.storage_path={tmp_path}"]
     assert main(["train", *args, "--resume"]) == 2
@@ -167,6 +177,9 @@ def test_resume_of_an_unknown_job_is_refused(tmp_path, capsys):
         ("scaling.workers=0", "`scaling.workers` must be"),
         ("method.trees=[]", "`method.trees` must be"),
         ("optim.lrr=1", "`optim.lrr` must be"),
+        ("seed=18446744073709551616", "`seed` must be an integer from 0 to 2**32 - 1"),
+        ("scaling.workers=64", "`scaling.workers` must be small enough for"),
+        ("scaling.gpus_per_worker=1", "`scaling.gpus_per_worker` must be 0, or small enough"),
     ],
 )
 def test_bad_config_gives_one_line_exit_2_and_no_mlflow_run(tmp_path, capsys, override, field):

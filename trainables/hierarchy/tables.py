@@ -18,14 +18,14 @@ Saved trees and forests (exact round trip: ``load(save(x, path)) == x``):
   ``tree`` column. The schema metadata holds ``format`` and ``name``/``depth`` (a tree) or
   ``trees`` (a forest: a JSON list of ``{"name", "depth"}`` in forest order).
 
-Every problem with a file raises :class:`~trainables.errors.UserInputError` with one line that
-names the file.
+Text files are read through :mod:`trainables.readers`: UTF-8 with or without a byte order mark
+(spreadsheets write one), at most 16 MiB, YAML and JSON nested at most 100 levels, YAML keys
+plain scalars. Every problem with a file raises :class:`~trainables.errors.UserInputError` with
+one line that names the file.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +35,7 @@ import yaml
 
 from trainables.errors import UserInputError, must
 from trainables.hierarchy.tree import ClassTree, Forest
-from trainables.yaml_limits import YamlTooLarge, load_bounded
+from trainables.readers import BadFile, is_file, load_json, parse_csv, read_text, read_yaml
 
 __all__ = [
     "FOREST_FORMAT",
@@ -55,12 +55,18 @@ TABLE_SUFFIXES = (".yaml", ".yml", ".json", ".csv", ".parquet")
 SAVE_SUFFIXES = (".json", ".parquet")
 
 
-class _FileError(UserInputError):
+class _FileError(BadFile):
     """A problem already phrased with the file's name."""
 
 
 def _fail(path: Path, message: str) -> _FileError:
     return _FileError(f"{path}: {message}")
+
+
+def _named(path: Path, error: UserInputError) -> _FileError:
+    """``error`` as a problem of the file, named once (saved trees already name it)."""
+    message = str(error)
+    return _FileError(message) if message.startswith(f"{path}: ") else _fail(path, message)
 
 
 # -- plain parent tables ---------------------------------------------------------------------
@@ -149,10 +155,7 @@ def _pairs_from_object(obj: Any, path: Path) -> list[tuple[str, str]]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise _fail(path, "the file is not UTF-8 text.") from None
+    text = read_text(path)
     if not text.strip():
         raise _fail(path, "the file is empty.")
     return text
@@ -160,16 +163,9 @@ def _read_text(path: Path) -> str:
 
 def _parse_yaml(path: Path) -> Any:
     try:
-        obj = load_bounded(_read_text(path), _StrictLoader)
-    except YamlTooLarge as error:  # an alias bomb, refused before it is built
-        raise _fail(path, f"the YAML is too large once expanded ({error}).") from None
-    except RecursionError:
-        raise _fail(path, "the YAML is nested too deep.") from None
+        obj = read_yaml(path, _StrictLoader)
     except _RepeatedKey as repeated:
         raise _fail(path, repeated.message()) from None
-    except yaml.YAMLError as error:
-        reason = " ".join(str(error).split())
-        raise _fail(path, f"not valid YAML ({reason}).") from None
     if obj is None:
         raise _fail(path, "the file is empty.")
     return obj
@@ -177,18 +173,18 @@ def _parse_yaml(path: Path) -> Any:
 
 def _parse_json(path: Path) -> Any:
     try:
-        return json.loads(_read_text(path), object_pairs_hook=_json_pairs)
+        return load_json(_read_text(path), str(path), object_pairs_hook=_json_pairs)
     except _RepeatedKey as repeated:
         raise _fail(path, repeated.message()) from None
-    except ValueError as error:
-        raise _fail(path, f"not valid JSON ({error}).") from None
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
-    rows = [row for row in csv.reader(io.StringIO(_read_text(path))) if any(c.strip() for c in row)]
+    rows = [row for row in parse_csv(_read_text(path), str(path)) if any(c.strip() for c in row)]
+    if not rows:
+        raise _fail(path, "the file is empty.")
     header = [cell.strip() for cell in rows[0]]
     if header != ["child", "parent"]:
-        raise _fail(path, f"the header must be child,parent, but got {','.join(header)!r}.")
+        raise _fail(path, f"the header must be child,parent, but got {','.join(header)[:80]!r}.")
     if len(rows) == 1:
         raise _fail(path, "the table is empty.")
     pairs = []
@@ -196,7 +192,8 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
         cells = [cell.strip() for cell in row]
         if len(cells) != 2 or not all(cells):
             raise _fail(
-                path, f"row {number} must be two non-empty fields child,parent, but got {row!r}."
+                path,
+                f"row {number} must be two non-empty fields child,parent, but got {row!r:.80}.",
             )
         pairs.append((cells[0], cells[1]))
     return pairs
@@ -246,7 +243,7 @@ def _check_file(path: str | Path, suffixes: Sequence[str]) -> Path:
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise must("file", f"a {', '.join(suffixes)} file", str(path))
-    if not path.is_file():
+    if not is_file(path):
         raise must("file", "an existing file", str(path))
     return path
 
@@ -256,10 +253,10 @@ def read_parent_table(path: str | Path) -> list[tuple[str, str]]:
     path = _check_file(path, TABLE_SUFFIXES)
     try:
         content = _read_any(path)
-    except _FileError:
+    except BadFile:
         raise
     except UserInputError as error:
-        raise _fail(path, str(error)) from None
+        raise _named(path, error) from None
     if not isinstance(content, list):
         raise _fail(path, "this is a saved tree or forest, not a plain parent table.")
     return content
@@ -353,6 +350,8 @@ def tree_from_dict(obj: Mapping[str, Any], *, where: str = "tree") -> ClassTree:
 
 def forest_from_dict(obj: Mapping[str, Any], *, where: str = "forest") -> Forest:
     """A forest from its JSON form."""
+    if not isinstance(obj, Mapping):
+        raise UserInputError(f"{where}: a forest must be an object, but got {type(obj).__name__}.")
     trees = _field(
         obj, "trees", "a non-empty list of trees", lambda v: isinstance(v, list) and v, where
     )
@@ -510,7 +509,7 @@ def load(
         if name is not None and isinstance(content, ClassTree):
             content = content.renamed(name)
         return content if leaves is None else _with_leaves(content, leaves)
-    except _FileError:
+    except BadFile:
         raise
     except UserInputError as error:
-        raise _fail(path, str(error)) from None
+        raise _named(path, error) from None
