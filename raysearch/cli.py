@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raysearch import __version__
+from raysearch import __version__, exit_codes
 from raysearch.commands import (
     compare,
     data,
@@ -25,8 +25,6 @@ from raysearch.commands import (
     ui,
 )
 from trainables.errors import UserInputError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,13 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 failed run, 2 bad input)."""
     try:
         args = build_parser().parse_args(argv)
-        return int(args.handler(args) or EXIT_OK)
+        return int(args.handler(args) or exit_codes.OK)
     except UserInputError as error:
         print(f"raysearch: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+        return exit_codes.USAGE
+    except KeyboardInterrupt as interrupt:
+        from raysearch.stopping import Stopped
+
+        if isinstance(interrupt, Stopped):  # the shell's code for a process ended by SIGTERM
+            print("raysearch: stopped by SIGTERM", file=sys.stderr)
+            return exit_codes.STOPPED
         print("raysearch: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 if __name__ == "__main__":

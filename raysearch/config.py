@@ -438,10 +438,10 @@ def looks_like_override(text: str) -> bool:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=1e-3"`` -> ``("optim.lr", 0.001)``: a dotted key and a YAML value."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not _OVERRIDE_KEY.fullmatch(key):
+    if not looks_like_override(text):
         raise must("override", "of the form key=value", text)
+    key, _, raw = text.partition("=")
+    key = key.strip()
     try:
         return key, _parse_yaml(raw, f"override {key}", key)
     except yaml.YAMLError:

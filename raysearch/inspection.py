@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raysearch import tracking
+from raysearch import stores, tracking
 from trainables.errors import must
+from trainables.names import is_folder_name
 
 #: The final metrics shown for every trial.
 TRIAL_METRICS = ("clean_leaf", "robust_leaf", "worst_superclass", "transfer")
@@ -46,8 +47,6 @@ OPTUNA_TRIAL_TAG = "raysearch.optuna_trial"
 BEST_TRIAL_TAG = "raysearch.best_trial"
 BEST_RUN_TAG = "raysearch.best_run_id"
 _JOB_NUMBER = re.compile(r"-trial-(\d+)$")
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
-_SEARCH_NAME = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _PAGE = 1000
 
 # -- the records ---------------------------------------------------------------------------------
@@ -190,18 +189,18 @@ TRIAL_COLUMNS = (
 
 def open_store(uri: str):
     """An MlflowClient on the existing store ``uri``, opened without writing to it (see
-    :func:`raysearch.tracking.open_store`)."""
-    return tracking.open_store(uri, read_only=True)
+    :func:`raysearch.stores.open_store`)."""
+    return stores.open_store(uri, read_only=True)
 
 
 def require_store(uri: str) -> None:
     """Refuse (one line) a URI that is not an existing MLflow store: MLflow would create an
     empty one (in the wrong folder, most likely), or add its tables to another database."""
-    tracking.require_store(uri)
+    stores.require_store(uri)
 
 
 def _store_error(uri: str, error: Exception):
-    failure = tracking.store_failure(uri, error)
+    failure = stores.store_failure(uri, error)
     if failure is not None:
         return failure
     first = " ".join(str(error).split())[:300]
@@ -356,7 +355,7 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
     """The search named ``ref``, or whose parent run id is ``ref`` (in any experiment)."""
     from mlflow.exceptions import MlflowException
 
-    if _RUN_ID.fullmatch(ref):
+    if stores.RUN_ID.fullmatch(ref):
         try:
             run = client.get_run(ref)
         except MlflowException:
@@ -367,7 +366,7 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
             raise must("--search", "the run id of a search's parent run (not a trial's)", ref)
     experiment = get_experiment(client, experiment_name)
     found = []
-    if _SEARCH_NAME.fullmatch(ref):  # what `launch --name` accepts (and safe in a filter string)
+    if is_folder_name(ref):  # what `launch --name` accepts (and safe in a filter string)
         query = f"tags.`{tracking.SEARCH_TAG}` = {tracking.filter_value(ref, field='--search')}"
         found = [
             r for r in _all_runs(client, [experiment.experiment_id], query) if is_search_run(r)

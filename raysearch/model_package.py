@@ -110,7 +110,10 @@ def package_from_run(client, run_id: str, folder: Path, lineage: dict[str, str])
         except Exception:  # a job without the final profile still makes a model
             profile = None
         # Our own checkpoint, but read as untrusted: tensors and plain containers only.
-        state = load_torch_file(Path(state_path))["model"]
+        checkpoint = load_torch_file(Path(state_path))
+        if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+            raise must("run", "a run whose checkpoint holds the model's weights", run_id)
+        state = checkpoint["model"]
         config_dict = read_json(inputs / CONFIG_FILE)
         return write_package(
             folder,
@@ -179,21 +182,21 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
 
     The store is opened only for a registered model or a run id, and read-only: a missing or
     foreign SQLite file is refused rather than made into a store, and a tracking server that
-    does not answer fails within seconds (:func:`raysearch.tracking.open_store`).
+    does not answer fails within seconds (:func:`raysearch.stores.open_store`).
     """
     import mlflow
 
-    from raysearch import tracking
+    from raysearch import stores
 
     if model.startswith(("models:/", "runs:/")):
-        tracking.open_store(tracking_uri, read_only=True)
+        stores.open_store(tracking_uri, read_only=True)
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(tracking_uri)
         try:
             folder = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(scratch))
         except Exception as error:
             reason = " ".join(str(error).split())[:200]
-            raise tracking.store_failure(tracking_uri, error) or must(
+            raise stores.store_failure(tracking_uri, error) or must(
                 "--model", f"a registered model in {tracking_uri} ({reason})", model
             ) from None
         finally:
@@ -203,12 +206,12 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
     if path.exists():
         return locate_package(path)
     wanted = f"models:/NAME@ALIAS, a run id in {tracking_uri} or a model folder"
-    if not tracking.RUN_ID.fullmatch(model):  # neither a folder nor a run id: no store opened
+    if not stores.RUN_ID.fullmatch(model):  # neither a folder nor a run id: no store opened
         raise must("--model", wanted, model)
-    client = tracking.open_store(tracking_uri, read_only=True)
+    client = stores.open_store(tracking_uri, read_only=True)
     try:
         client.get_run(model)
     except Exception as error:
-        failure = tracking.store_failure(tracking_uri, error)
+        failure = stores.store_failure(tracking_uri, error)
         raise failure or must("--model", wanted, model) from None
     return package_from_run(client, model, scratch / "package", {"raysearch.trial_run": model})

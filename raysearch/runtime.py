@@ -18,7 +18,9 @@ import math
 import os
 from dataclasses import dataclass
 
-from trainables.errors import must
+from trainables.errors import UserInputError, must
+
+log = logging.getLogger(__name__)
 
 DRIVER_RESOURCE = "train_driver"
 #: The CPU share a trial driver holds on a cluster without driver slots.
@@ -29,24 +31,33 @@ LOOPBACK = "127.0.0.1"
 
 
 def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool = True) -> None:
-    """Connect to ``address``, or start a local Ray sized to this machine; then check that one
-    job of ``footprint`` fits in it (Ray Train would otherwise wait for resources forever).
+    """Connect to ``address``, or start a local Ray sized to this machine, and check that one
+    job of ``footprint`` fits (Ray Train would otherwise wait for resources forever).
 
-    A local job that needs more CPUs or GPUs than this machine has is refused before Ray starts.
+    A job bigger than this machine is refused before a local Ray starts, and so is one bigger
+    than a Ray this process already drives. On a cluster given by ``address``, and inside a
+    trial, a shortfall is only warned about: an autoscaling cluster grows when the job asks.
     ``verbose=False`` keeps the workers' output off this console (the commands print their own
-    progress then). A no-op start when Ray is up.
+    progress then).
     """
     import ray
 
-    if not ray.is_initialized():
-        quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            available = os.cpu_count() or 1
-            _check_fits(footprint, {"CPU": available, "GPU": _local_gpus()}, "this machine")
-            start_local_ray(available, LOCAL_DRIVER_SLOTS, **quiet)
-    _check_fits(footprint, ray.cluster_resources(), "the Ray cluster")
+    if ray.is_initialized():
+        inside_ray = ray.get_runtime_context().get_actor_id() is not None  # a trial's driver
+        if not inside_ray and not address:
+            _check_fits(footprint, ray.cluster_resources(), "the running Ray")
+        return
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **quiet)
+        try:
+            _check_fits(footprint, ray.cluster_resources(), "the Ray cluster")
+        except UserInputError as shortfall:
+            log.warning("%s Waiting for the cluster to scale up.", shortfall)
+        return
+    available = os.cpu_count() or 1
+    _check_fits(footprint, {"CPU": available, "GPU": _local_gpus()}, "this machine")
+    start_local_ray(available, LOCAL_DRIVER_SLOTS, **quiet)
 
 
 def _local_gpus() -> int:
@@ -94,36 +105,6 @@ def start_local_ray(num_cpus: int, driver_slots: int, **init_options) -> None:
         _node_ip_address=LOOPBACK,
         **init_options,
     )
-
-
-def listening_addresses() -> set[str]:
-    """The local addresses the processes of this driver's Ray node listen on (TCP).
-
-    Found through Ray (the node's own processes and their children), never by scanning the
-    machine's other processes.
-    """
-    import psutil
-    from ray._private import worker
-
-    node = worker._global_node
-    if node is None:
-        return set()
-    processes = [psutil.Process()]  # the driver serves its own workers too
-    for infos in node.all_processes.values():
-        for info in infos:
-            try:
-                process = psutil.Process(info.process.pid)
-                processes += [process, *process.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-    addresses = set()
-    for process in processes:
-        try:
-            connections = process.net_connections(kind="inet")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        addresses |= {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
-    return addresses
 
 
 @dataclass(frozen=True)

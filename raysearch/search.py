@@ -36,7 +36,7 @@ from typing import Any
 
 from ray import tune
 
-from raysearch import tracking
+from raysearch import stopping, stores, tracking
 from raysearch.config import config_to_dict, validate_with_data
 from raysearch.runtime import TrialFootprint, driver_resources, ensure_ray, trial_capacity
 from raysearch.search_callbacks import (
@@ -342,7 +342,7 @@ def launch(
     report is written, and the result says ``interrupted``. A SIGTERM that arrives once the
     trials have ended waits for that clean-up.
     """
-    with _quiet_console(verbose), tracking.SigtermGuard() as sigterm:
+    with _quiet_console(verbose), stopping.SigtermGuard() as sigterm:
         return _launch(space, space_file, trials, address, resume, name, verbose, out, sigterm)
 
 
@@ -364,6 +364,7 @@ def _launch(
     )
     scaling = space.base.scaling
     footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)
+    stores.check_store_for_writing(space.base.mlflow.resolved_tracking_uri())
     ensure_ray(address, footprint, verbose=verbose)
     import ray
 
@@ -462,7 +463,7 @@ def _launch(
             restored.callbacks = callbacks
             restored.verbose = run_config.verbose
         grid = tuner.fit()
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (tracking.Stopped)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (stopping.Stopped)
         interrupted = True
         grid = None
     sigterm.defer()  # the clean-up below closes the runs: a SIGTERM now waits for it

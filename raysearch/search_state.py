@@ -15,6 +15,7 @@ from ray import tune
 from search_spaces.loader import SearchSpace
 from trainables.errors import must
 from trainables.names import check_folder_name
+from trainables.outputs import check_output_folder
 
 #: Keys of a trial's Tune config besides the sampled parameters.
 OVERRIDES_KEY = "overrides"
@@ -63,7 +64,7 @@ def searches_folder(space: SearchSpace) -> Path:
             "mounted on every node works on a cluster)",
             storage,
         )
-    return Path(storage) / SEARCHES_FOLDER
+    return check_output_folder(storage, "checkpoint.storage_path") / SEARCHES_FOLDER
 
 
 def optuna_storage_url(tracking_uri: str, searches: Path) -> str:
@@ -84,9 +85,10 @@ def _started(folder: Path) -> bool:
 def _space_of(folder: Path) -> str | None:
 
     try:
-        return json.loads((folder / MARKER_FILE).read_text()).get("space")
+        marker = json.loads((folder / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return marker.get("space") if isinstance(marker, dict) else None
 
 
 def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> str:

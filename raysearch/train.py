@@ -16,11 +16,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysearch import tracking
+from raysearch import stopping, stores, tracking
 from raysearch.config import ExperimentConfig, config_to_dict, flatten, job_name
 from raysearch.runtime import TrialFootprint, ensure_ray
 from trainables.errors import UserInputError, must
 from trainables.loop import PROFILE_FILE, JobSpec
+from trainables.outputs import check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def run_job(
     from trainables.loop import train_loop_per_worker
 
     job = job or job_name(config)
-    storage = Path(storage or config.checkpoint.resolved_storage_path())
+    storage_text = str(storage or config.checkpoint.resolved_storage_path())
+    storage = Path(storage_text)
     job_dir = storage / job
     if resume is None:
         resume = job_dir.exists()
@@ -133,10 +135,14 @@ def run_job(
 
     scaling = config.scaling
     footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)
-    # Before the MLflow run: a job that cannot fit is refused with nothing created.
+    uri = config.mlflow.resolved_tracking_uri()
+    # Before the MLflow run: a store that cannot take it, or a job that cannot fit, is refused
+    # with nothing created.
+    stores.check_store_for_writing(uri)
+    if "://" not in storage_text:
+        check_output_folder(storage, "checkpoint.storage_path")
     ensure_ray(address, footprint, verbose=verbose)
 
-    uri = config.mlflow.resolved_tracking_uri()
     mlflow_client = tracking.client(uri)
     experiment = tracking.experiment_id(mlflow_client, config.mlflow.experiment)
     run, created = tracking.get_or_create_job_run(mlflow_client, experiment, job, tags=run_tags)
@@ -146,7 +152,7 @@ def run_job(
         _log_inputs(mlflow_client, run_id, config, forest)
 
     # SIGTERM (a supervisor stopping the job) ends its run KILLED, as Ctrl-C does.
-    with tracking.SigtermGuard() as sigterm:
+    with stopping.SigtermGuard() as sigterm:
         try:
             sigterm.arm()  # after ray.init, which installs a SIGTERM handler of its own
             resources = {"CPU": scaling.cpus_per_worker}
@@ -173,16 +179,21 @@ def run_job(
             )
             result = trainer.fit()
         except UserInputError as error:
+            sigterm.defer()  # each branch first: a SIGTERM now waits for the run to be closed
             if close_failed_runs:
                 tracking.end_run(mlflow_client, run_id, error=str(error))
             raise
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (tracking.Stopped)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (stopping.Stopped)
+            sigterm.defer()
             if close_failed_runs:
                 reason = sigterm.reason or "interrupted; continue with --resume"
                 mlflow_client.set_tag(run_id, tracking.ERROR_TAG, reason)
                 mlflow_client.set_terminated(run_id, status="KILLED")
+            if sigterm.received:  # Ray Train re-raises its own KeyboardInterrupt
+                raise stopping.Stopped(stopping.STOPPED_BY_SIGTERM) from None
             raise
         except Exception as error:  # the job failed after it started: record why, then report
+            sigterm.defer()
             reason = failure_reason(error)
             if close_failed_runs:
                 tracking.end_run(mlflow_client, run_id, error=reason)

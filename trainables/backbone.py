@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from trainables.errors import UserInputError, must
-from trainables.readers import is_file, load_weights_file
+from trainables.readers import exists, expanded, is_file, load_weights_file
 
 EMBEDDED = "embedded"
 #: The open_clip architecture of the embedded base model (a config shipped in model_configs/).
@@ -197,8 +197,8 @@ def pretrained_file(name: str, pretrained: str | None) -> Path | None:
     """
     if pretrained is None:
         return None
-    path = Path(pretrained).expanduser()
-    if name == EMBEDDED or path.suffix in {".safetensors", ".pt", ".pth", ".bin"} or path.exists():
+    path = expanded(pretrained)
+    if name == EMBEDDED or path.suffix in {".safetensors", ".pt", ".pth", ".bin"} or exists(path):
         return path
     return None
 

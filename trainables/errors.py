@@ -23,7 +23,8 @@ def must(field: str, constraint: str, got: Any) -> UserInputError:
     """Build the standard message: "`field` must be <constraint>, but got <got>."."""
     if isinstance(got, PurePath):
         got = str(got)  # a path reads as the user typed it, not as PosixPath('...')
-    shown = got if isinstance(got, str) and got.startswith("<") else repr(got)
+    # A "<...>" value is a description, shown as is but on one line; anything else as repr.
+    shown = " ".join(got.split()) if isinstance(got, str) and got.startswith("<") else repr(got)
     if len(shown) > MAX_SHOWN:
         shown = f"{shown[: MAX_SHOWN - 3]}..."
     return UserInputError(f"`{field}` must be {constraint}, but got {shown}.")

@@ -6,42 +6,49 @@ import os
 from pathlib import Path
 
 from trainables.errors import must
+from trainables.readers import expanded
 
 #: Kernel file systems: writing there fails or, worse, changes the machine.
 _PSEUDO_ROOTS = (Path("/proc"), Path("/sys"))
 
 
 def check_output_file(path: str | Path, field: str, *, replace: bool = True) -> Path:
-    """``path`` when a file can be written there; one line naming ``field`` otherwise.
+    """The file to write for ``path`` (``~`` expanded); one line naming ``field`` when it
+    cannot be written.
 
     Refused: a directory, a path under a file or on a kernel file system, a folder this user
-    cannot write, and (with ``replace=False``) an existing file. Missing folders are fine: the
-    writer creates them. Nothing is created here.
+    cannot write, a name the system refuses, and (with ``replace=False``) an existing file.
+    Missing folders are fine: the writer creates them. Nothing is created here.
     """
-    path = Path(path)
-    shown = str(path)
-    if path.is_dir():
-        raise must(field, "a file path, not a folder", shown)
-    if path.exists() and not replace:
-        raise must(field, f"a new file ({shown} exists: add --force to replace it)", shown)
-    if path.exists() and not os.access(path, os.W_OK):
-        raise must(field, "a file you can write", shown)
-    _check_writable_folder(path.parent, field, shown)
-    return path
+    target = expanded(path)
+    try:
+        if target.is_dir():
+            raise must(field, "a file path, not a folder", str(path))
+        if target.exists() and not replace:
+            raise must(field, "a new file (add --force to replace it)", str(path))
+        if target.exists() and not os.access(target, os.W_OK):
+            raise must(field, "a file you can write", str(path))
+        _check_writable_folder(target.parent, field, str(path))
+    except OSError as error:  # a name too long, a folder that cannot be entered
+        raise must(field, f"a path this system can use ({error.strerror})", str(path)) from None
+    return target
 
 
 def check_output_folder(path: str | Path, field: str) -> Path:
-    """``path`` when a folder can be used or created there; one line naming ``field`` otherwise."""
-    path = Path(path)
-    shown = str(path)
-    if path.exists() and not path.is_dir():
-        raise must(field, "a folder, not a file", shown)
-    _check_writable_folder(path, field, shown)
-    return path
+    """The folder to use or create for ``path`` (``~`` expanded); one line naming ``field``
+    when it cannot be."""
+    target = expanded(path)
+    try:
+        if target.exists() and not target.is_dir():
+            raise must(field, "a folder, not a file", str(path))
+        _check_writable_folder(target, field, str(path))
+    except OSError as error:
+        raise must(field, f"a path this system can use ({error.strerror})", str(path)) from None
+    return target
 
 
 def _check_writable_folder(folder: Path, field: str, shown: str) -> None:
-    resolved = folder.expanduser().resolve()
+    resolved = folder.resolve()
     if any(resolved == root or root in resolved.parents for root in _PSEUDO_ROOTS):
         raise must(field, "a path outside /proc and /sys", shown)
     existing = resolved

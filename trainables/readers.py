@@ -54,6 +54,7 @@ __all__ = [
     "BadFile",
     "YamlRefused",
     "check_weights_file",
+    "exists",
     "expanded",
     "is_file",
     "load_json",
@@ -134,6 +135,14 @@ def expanded(path: str | Path) -> Path:
         return Path(path).expanduser()
     except RuntimeError:
         return Path(path)
+
+
+def exists(path: str | Path) -> bool:
+    """Whether anything exists at ``path``; False, not an error, for a name the system refuses."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def is_file(path: str | Path) -> bool:
@@ -649,7 +658,7 @@ def check_weights_file(path: Path, field: str) -> None:
     ``weights_only=True``. Raises one line for ``field`` (such as ``model.pretrained``).
     """
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise must(field, f"an existing {_WEIGHTS.removeprefix('a ')}", str(path))
     try:
         if path.suffix.lower() == ".safetensors":

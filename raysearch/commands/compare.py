@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     if args.json is not None:
-        check_output_file(args.json, "--json")
+        args.json = check_output_file(args.json, "--json")
     show_progress_logs()
     started = time.perf_counter()
     dataset = load_embedded()
@@ -187,8 +187,11 @@ def _write_results(results: dict, path: Path) -> Path:
         path.write_text(text)
         return path
     except OSError as error:
-        fallback = Path(tempfile.mkstemp(prefix="raysearch-compare-", suffix=".json")[1])
-        fallback.write_text(text)
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="raysearch-compare-", suffix=".json", delete=False
+        ) as file:
+            file.write(text)
+        fallback = Path(file.name)
         print(
             f"raysearch: could not write {path} ({error.strerror}); wrote {fallback} instead",
             file=sys.stderr,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from raysearch.commands.models import resolve_tracking_uri
 from trainables.errors import must
+from trainables.outputs import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.experiment:
         raise must("--experiment", "a non-empty name", args.experiment)
+    if args.csv is not None:
+        args.csv = check_output_file(args.csv, "--csv")
     uri = resolve_tracking_uri(args.tracking_uri)
     client = inspection.open_store(uri)
     if args.search is None:

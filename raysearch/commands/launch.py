@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+from raysearch import exit_codes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
             f"{args.space} --resume --name {result.name}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_codes.STOPPED if result.stop_reason else exit_codes.INTERRUPTED
     if result.rows and all(row.status == "failed" for row in result.rows):
         print(f"raysearch: every trial of {result.name} failed", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     return 0
 
 

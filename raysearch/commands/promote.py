@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raysearch import inspection, tracking
+    from raysearch import inspection, stores
     from raysearch.registry import (
         check_alias,
         check_model_name,
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     check_alias(args.alias)
     uri = tracking_uri(args)
     # Registering writes to the store, but never into one made up here (or into another file).
-    client = tracking.open_store(uri, read_only=False)
+    client = stores.open_store(uri, read_only=False)
     experiment = inspection.get_experiment(client, args.experiment)
     search = find_search_run(client, experiment.experiment_id, args.search)
     chosen = choose_trial(

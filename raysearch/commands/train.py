@@ -7,9 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from raysearch import exit_codes
 from trainables.readers import is_file
-
-EXIT_FAILED = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint every epoch, one MLflow run. Settings come from CONFIG (YAML) and then "
         "from key=value overrides such as optim.lr=1e-3 method.name=tecoa.",
     )
-    parser.add_argument("config", nargs="?", type=Path, help="experiment YAML (default: defaults)")
+    # A string, not a Path: a first override such as mlflow.tracking_uri=sqlite:////x.db must
+    # keep its slashes.
+    parser.add_argument("config", nargs="?", help="experiment YAML (default: defaults)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
     parser.add_argument("--workers", type=int, default=None, help="Ray Train workers")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: local)")
@@ -36,11 +37,11 @@ def _split_config_argument(args: argparse.Namespace) -> tuple[Path | None, list[
 
     # `raysearch train optim.lr=1e-3` has no YAML: the first positional is then an override.
     overrides = list(args.overrides)
-    config = args.config
-    if config is not None and looks_like_override(str(config)) and not is_file(config):
-        overrides.insert(0, str(config))
-        config = None
-    return config, overrides
+    if args.config is None:
+        return None, overrides
+    if looks_like_override(args.config) and not is_file(args.config):
+        return None, [args.config, *overrides]
+    return Path(args.config), overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_job(config, forest, resume=args.resume, address=args.address)
     except TrainingFailed as failure:
         print(f"raysearch: training failed: {failure}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     summary = {
         "job": result.job,
         "mlflow_run_id": result.run_id,

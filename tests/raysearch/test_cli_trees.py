@@ -117,8 +117,8 @@ def test_build_refuses_to_replace_a_file_without_force(capsys, tmp_path):
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert err == (
-        f"raysearch: error: `--output` must be a new file ({out_path} exists: add --force to "
-        f"replace it), but got '{out_path}'.\n"
+        f"raysearch: error: `--output` must be a new file (add --force to replace it), but got "
+        f"'{out_path}'.\n"
     )
     assert out_path.read_text() == "keep me"
     code, out, err = run(capsys, *argv, "--force")

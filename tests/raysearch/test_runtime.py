@@ -10,7 +10,6 @@ from raysearch.runtime import (
     DRIVER_RESOURCE,
     TrialFootprint,
     driver_resources,
-    listening_addresses,
     trial_capacity,
 )
 from trainables.errors import UserInputError
@@ -115,6 +114,36 @@ def test_capacity_with_fractional_gpus_counts_every_trial_that_fits():
 LOOPBACK_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
+def _listening_addresses() -> set[str]:
+    """The local addresses the processes of this driver's Ray node listen on (TCP).
+
+    Found through Ray (the node's own processes and their children), never by scanning the
+    machine's other processes.
+    """
+    import psutil
+    from ray._private import worker
+
+    node = worker._global_node
+    if node is None:
+        return set()
+    processes = [psutil.Process()]  # the driver serves its own workers too
+    for infos in node.all_processes.values():
+        for info in infos:
+            try:
+                process = psutil.Process(info.process.pid)
+                processes += [process, *process.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+    addresses = set()
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        addresses |= {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
+    return addresses
+
+
 def test_local_ray_listens_on_loopback_only(ray_local):
     @ray_local.remote
     def node_address() -> str:
@@ -122,6 +151,6 @@ def test_local_ray_listens_on_loopback_only(ray_local):
 
     # A task starts a worker process, whose servers are checked too.
     assert ray_local.get(node_address.remote()) == "127.0.0.1"
-    addresses = listening_addresses()
+    addresses = _listening_addresses()
     assert "127.0.0.1" in addresses  # the check sees Ray's servers at all
     assert addresses <= LOOPBACK_ADDRESSES, addresses

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from raysearch import cli, tracking
+from raysearch import cli, stopping, tracking
 
 
 def _send_sigterm() -> None:
@@ -23,28 +23,32 @@ def _send_sigterm() -> None:
 
 def test_an_armed_guard_raises_sigterm_as_an_interrupt_and_restores_the_handler():
     previous = signal.getsignal(signal.SIGTERM)
-    with tracking.SigtermGuard() as guard:
+    with stopping.SigtermGuard() as guard:
         assert signal.getsignal(signal.SIGTERM) is previous  # nothing before arm()
         guard.arm()
         with pytest.raises(KeyboardInterrupt) as caught:  # the Ctrl-C path handles it
             _send_sigterm()
-        assert isinstance(caught.value, tracking.Stopped)
-        assert str(caught.value) == tracking.STOPPED_BY_SIGTERM == "stopped by SIGTERM"
+        assert isinstance(caught.value, stopping.Stopped)
+        assert str(caught.value) == stopping.STOPPED_BY_SIGTERM == "stopped by SIGTERM"
         assert guard.received and guard.reason == "stopped by SIGTERM"
         _send_sigterm()  # a second one, during the clean-up, is only noted
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
-def test_a_deferred_sigterm_lets_the_clean_up_finish():
-    with tracking.SigtermGuard() as guard:
-        guard.arm()
-        guard.defer()
-        _send_sigterm()  # no exception: noted for the caller
-        assert guard.received and guard.reason == tracking.STOPPED_BY_SIGTERM
+def test_a_deferred_sigterm_lets_the_clean_up_finish_then_stops():
+    cleaned_up = False
+    with pytest.raises(stopping.Stopped):
+        with stopping.SigtermGuard() as guard:
+            guard.arm()
+            guard.defer()
+            _send_sigterm()  # no exception: noted for the caller
+            assert guard.received and guard.reason == stopping.STOPPED_BY_SIGTERM
+            cleaned_up = True
+    assert cleaned_up  # the block ran to its end; the stop came when it was left
 
 
 def test_without_a_sigterm_there_is_no_reason():
-    with tracking.SigtermGuard() as guard:
+    with stopping.SigtermGuard() as guard:
         guard.arm()
     assert not guard.received and guard.reason is None
 
@@ -54,7 +58,7 @@ def test_outside_the_main_thread_the_guard_installs_nothing():
     seen = []
 
     def trial_driver():  # Ray Tune runs a trial's function in a thread
-        with tracking.SigtermGuard() as guard:
+        with stopping.SigtermGuard() as guard:
             guard.arm()
             seen.append(signal.getsignal(signal.SIGTERM))
 
@@ -66,13 +70,20 @@ def test_outside_the_main_thread_the_guard_installs_nothing():
 
 def test_the_cli_exits_non_zero_when_stopped(monkeypatch, capsys):
     def stopped(args):
-        raise tracking.Stopped(tracking.STOPPED_BY_SIGTERM)
+        raise stopping.Stopped(stopping.STOPPED_BY_SIGTERM)
 
     from raysearch.commands import inspect
 
     monkeypatch.setattr(inspect, "run", stopped)
+    assert cli.main(["inspect"]) == 143  # as a shell reports a process ended by SIGTERM
+    assert capsys.readouterr().err == "raysearch: stopped by SIGTERM\n"
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inspect, "run", interrupted)
     assert cli.main(["inspect"]) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert capsys.readouterr().err == "raysearch: interrupted\n"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +113,7 @@ def test_a_search_stopped_by_sigterm_ends_its_open_runs_and_its_parent_killed(st
     finished = client.create_run(experiment, tags=tags).info.run_id
     client.set_terminated(finished, status="FINISHED")
 
-    reason = tracking.STOPPED_BY_SIGTERM
+    reason = stopping.STOPPED_BY_SIGTERM
     search._close_orphans(None, client, experiment, parent_id, True, stop_reason=reason)
     report = tmp_path / "report"
     report.mkdir()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from raysearch import cli, tracking
+from raysearch import cli, stores, tracking
 from raysearch.commands import ui as ui_command
 from trainables.errors import UserInputError
 
@@ -116,6 +116,37 @@ NOT_STORES = {
 }
 
 
+# -- jobs and searches: the store is checked before Ray starts -----------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_STORES))
+def test_train_refuses_what_is_not_a_store_before_ray_starts(kind, isolated, pristine, capsys):
+    path = _make(kind, isolated, pristine)
+    before = _fingerprint(path) if path.is_file() else None
+    listing = sorted(isolated.iterdir())
+    started = time.perf_counter()
+    assert cli.main(["train", f"mlflow.tracking_uri=sqlite:///{path}"]) == 2
+    _one_line(capsys, "`mlflow.tracking_uri` must be", f"{path} {NOT_STORES[kind]}")
+    assert time.perf_counter() - started < 15  # no Ray, no training
+    if before is not None:
+        assert _fingerprint(path) == before
+    assert sorted(isolated.iterdir()) == listing
+
+
+def test_a_new_store_must_be_creatable_and_nothing_is_made_by_the_check(isolated):
+    stores.check_store_for_writing(f"sqlite:///{isolated / 'new' / 'mlflow.db'}")
+    assert list(isolated.iterdir()) == []  # MLflow makes it later, with the job's run
+    (isolated / "file").write_text("")
+    for uri, fragment in [
+        (f"sqlite:///{isolated / 'file' / 'mlflow.db'}", "is a file)"),
+        ("sqlite:////proc/mlflow.db", "outside /proc and /sys"),
+        ("file:///tmp/mlruns", "MLflow's file store"),
+    ]:
+        with pytest.raises(UserInputError, match="^`mlflow.tracking_uri` must be") as caught:
+            stores.check_store_for_writing(uri)
+        assert fragment in str(caught.value)
+
+
 # -- read-only commands on what is not a store ---------------------------------------------------
 
 
@@ -195,19 +226,19 @@ def test_file_stores_and_bare_paths_are_refused_with_the_accepted_forms(uri, iso
 
 
 def test_accepted_uri_kinds():
-    assert tracking.uri_kind("sqlite:////abs/mlflow.db") == "sqlite"
-    assert tracking.uri_kind("sqlite:///relative.db") == "sqlite"
-    assert tracking.uri_kind("https://mlflow.example.org") == "http"
-    assert tracking.uri_kind("databricks") == tracking.uri_kind("databricks://profile")
-    assert tracking.uri_kind("postgresql+psycopg2://u:p@db/mlflow") == "database"
-    assert tracking.sqlite_path("sqlite:///relative.db?timeout=5") == Path("relative.db")
+    assert stores.uri_kind("sqlite:////abs/mlflow.db") == "sqlite"
+    assert stores.uri_kind("sqlite:///relative.db") == "sqlite"
+    assert stores.uri_kind("https://mlflow.example.org") == "http"
+    assert stores.uri_kind("databricks") == stores.uri_kind("databricks://profile")
+    assert stores.uri_kind("postgresql+psycopg2://u:p@db/mlflow") == "database"
+    assert stores.sqlite_path("sqlite:///relative.db?timeout=5") == Path("relative.db")
 
 
 def test_a_database_without_mlflow_tables_is_refused_through_sqlalchemy_too(isolated, capsys):
     path = _make("unrelated", isolated, Path())
     before = _fingerprint(path)
     with pytest.raises(UserInputError, match="has no MLflow tables"):
-        tracking._check_database_server(f"sqlite:///{path}", field="--tracking-uri")
+        stores._check_database_server(f"sqlite:///{path}", field="--tracking-uri")
     assert _fingerprint(path) == before
 
 
@@ -228,8 +259,8 @@ def test_an_unreachable_server_fails_fast_in_one_line(isolated, capsys):
     _one_line(capsys, "reachable MLflow tracking server", uri)
     assert time.monotonic() - start < 15
     # Read-only commands bound MLflow's waits (120 s, 7 retries by default)...
-    assert os.environ[TIMEOUT] == tracking.READ_ONLY_HTTP_WAITS[TIMEOUT]
-    assert os.environ[RETRIES] == tracking.READ_ONLY_HTTP_WAITS[RETRIES]
+    assert os.environ[TIMEOUT] == stores.READ_ONLY_HTTP_WAITS[TIMEOUT]
+    assert os.environ[RETRIES] == stores.READ_ONLY_HTTP_WAITS[RETRIES]
 
 
 def test_the_users_own_http_waits_are_kept(isolated, monkeypatch, capsys):

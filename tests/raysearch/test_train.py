@@ -160,6 +160,9 @@ def test_a_first_override_with_a_slash_is_not_taken_for_a_config_file():
 
     args = build_parser().parse_args(["train", "data.trees=embedded/form", "seed=1"])
     assert _split_config_argument(args) == (None, ["data.trees=embedded/form", "seed=1"])
+    uri = "mlflow.tracking_uri=sqlite:////tmp/x.db"
+    args = build_parser().parse_args(["train", uri])
+    assert _split_config_argument(args) == (None, [uri])  # its slashes kept
     args = build_parser().parse_args(["train", "configs/run.yaml", "seed=1"])
     assert _split_config_argument(args) == (Path("configs/run.yaml"), ["seed=1"])
 

@@ -22,3 +22,7 @@ def test_a_long_value_is_cut_to_one_short_line():
     assert "\n" not in message
     assert len(message) < MAX_SHOWN + 60
     assert message.endswith("....")
+
+
+def test_a_value_that_looks_like_a_description_stays_on_one_line():
+    assert "\n" not in str(must("name", "a plain name", "<a\nb>"))

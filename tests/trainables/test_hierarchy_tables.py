@@ -183,3 +183,17 @@ def test_dataset_classes_are_checked(tmp_path, forest):
     yaml_path.write_text("".join(f"{c}: {p}\n" for c, p in missing.items()))
     with pytest.raises(UserInputError, match="leaf `hexagon` has no path to the root"):
         load(yaml_path, leaves=LEAVES)
+
+
+def test_parquet_schema_metadata_that_is_not_text_or_names_no_string_is_one_line(tmp_path):
+    columns = {"child": ["a"], "parent": ["A"], "label": ["a"], "leaf_index": [0], "tree": ["x"]}
+    not_text = tmp_path / "not_text.parquet"
+    pq.write_table(pa.table(columns).replace_schema_metadata({b"format": b"\xff\xfe"}), not_text)
+    listed = tmp_path / "listed.parquet"
+    trees = json.dumps([{"name": ["x"], "depth": 1}]).encode()
+    metadata = {b"format": FOREST_FORMAT.encode(), b"trees": trees}
+    pq.write_table(pa.table(columns).replace_schema_metadata(metadata), listed)
+    for path, reason in [(not_text, "not UTF-8 text"), (listed, "must list {name, depth}")]:
+        with pytest.raises(UserInputError) as caught:
+            load(path)
+        assert str(caught.value).startswith(f"{path}: ") and reason in str(caught.value)

@@ -431,9 +431,12 @@ def _tree_from_rows(name: str, depth: Any, rows: list[dict[str, Any]], path: Pat
 
 def _load_parquet(table, path: Path) -> ClassTree | Forest | None:
     """A saved tree or forest, or None when the file is a plain parent table."""
-    metadata = {
-        key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
-    }
+    try:
+        metadata = {
+            key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
+        }
+    except UnicodeDecodeError:
+        raise _fail(path, "the schema metadata is not UTF-8 text.") from None
     fmt = metadata.get("format")
     if fmt is None or not fmt.startswith("raysearch."):
         return None
@@ -451,6 +454,8 @@ def _load_parquet(table, path: Path) -> ClassTree | Forest | None:
         try:
             entries = json.loads(metadata.get("trees", ""))
             order = [(entry["name"], entry["depth"]) for entry in entries]
+            if not all(isinstance(name, str) for name, _ in order):
+                raise TypeError("a tree name is not a string")
         except (ValueError, TypeError, KeyError):
             raise _fail(path, "the schema metadata `trees` must list {name, depth}.") from None
         by_tree: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in order}
