@@ -9,10 +9,27 @@ so that examples get through the parser and into the checks behind it.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 #: Keys that the project's files use, so that fuzzed documents reach the code behind the parser.
+#: Generated examples run under this deadline each: a parser never stalls on what it refuses.
+DEADLINE = timedelta(seconds=2)
+
+
+def fuzz_settings(examples: int) -> settings:
+    """The fuzz tests' profile: the same examples on every run and no example database."""
+    return settings(
+        max_examples=examples,
+        deadline=DEADLINE,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 KEYS = (
     "name", "seed", "method", "head", "loss", "attack", "optim", "evaluation", "data", "model",
     "scaling", "checkpoint", "mlflow", "lr", "epochs", "batch_size", "eps", "steps", "trees",

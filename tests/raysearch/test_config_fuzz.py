@@ -6,25 +6,18 @@ Whatever the text, loading gives a checked object or one
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from raysearch.config import ExperimentConfig, load_config, validate_with_data
 from search_spaces.loader import SearchSpace, load_space
-from tests.fuzz_text import deep_nesting, yaml_documents, yaml_values
+from tests.fuzz_text import deep_nesting, fuzz_settings, yaml_documents, yaml_values
 from trainables.errors import UserInputError
 
-FUZZ = settings(
-    max_examples=120,
-    deadline=timedelta(seconds=2),
-    derandomize=True,  # the same examples on every run
-    database=None,  # no example database: every run starts from the same examples
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings(120)
 
 #: Dotted settings that exist, so that generated overrides reach the checks of each section.
 SETTINGS = (

@@ -13,18 +13,17 @@ import json
 import pickle
 import struct
 import zlib
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.fuzz_text import csv_documents, json_documents, yaml_documents
+from tests.fuzz_text import csv_documents, fuzz_settings, json_documents, yaml_documents
 from trainables.errors import UserInputError
 from trainables.hierarchy import ClassTree, Forest, load, read_parent_table
 from trainables.readers import (
@@ -43,15 +42,7 @@ from trainables.readers import (
     read_text,
 )
 
-#: Generated examples run under this deadline each: a reader never stalls on what it refuses.
-DEADLINE = timedelta(seconds=2)
-FUZZ = settings(
-    max_examples=150,
-    deadline=DEADLINE,
-    derandomize=True,  # the same examples on every run
-    database=None,  # no example database: every run starts from the same examples
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings(150)
 
 
 def _one_line(error: pytest.ExceptionInfo, path: Path | str | None = None) -> str:
