@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: demo test
+.PHONY: demo test test-fast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,8 @@ demo: $(STAMP)
 
 test: $(STAMP) $(WORDNET)
 	$(BIN)/python -m pytest -q
+
+# The developer's loop before each commit: everything but the tests that start Ray, run a search
+# or need the pretrained base model (marked slow in tests/conftest.py).
+test-fast: $(STAMP) $(WORDNET)
+	$(BIN)/python -m pytest -q -m "not slow"

@@ -2,12 +2,26 @@
 
 The base model and dataset live in the normal cache (``$RAYSEARCH_CACHE`` or
 ~/.cache/raysearch), so a second test session reuses them instead of pretraining again.
+
+Tests that start Ray, run a search or need the pretrained base model are marked ``slow`` from
+the fixtures they use; ``make test-fast`` (``pytest -m "not slow"``) leaves them out.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+
+#: Fixtures that make a test slow: a Ray instance, a whole search, or the pretrained base model
+#: (minutes to build on an empty cache).
+SLOW_FIXTURES = frozenset({"ray_local", "searched", "base_model"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
