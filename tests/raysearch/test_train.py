@@ -60,17 +60,12 @@ def _epoch_steps(uri: str, run_id: str) -> list[int]:
 
 
 def _train_worker_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "RayTrainWorker" in command:
-            pids.append(int(entry.name))
-    return pids
+    """Process ids of the Ray Train workers of this test session's Ray, asked of Ray itself
+    (never found by scanning the machine, where another job's workers may run)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+    return [actor.pid for actor in actors if actor.class_name == "RayTrainWorker" and actor.pid]
 
 
 def _wait_for_checkpoint(job_dir: Path, timeout: float = 180.0) -> None:
