@@ -187,18 +187,6 @@ TRIAL_COLUMNS = (
 # -- reading MLflow ------------------------------------------------------------------------------
 
 
-def open_store(uri: str):
-    """An MlflowClient on the existing store ``uri``, opened without writing to it (see
-    :func:`raysearch.stores.open_store`)."""
-    return stores.open_store(uri, read_only=True)
-
-
-def require_store(uri: str) -> None:
-    """Refuse (one line) a URI that is not an existing MLflow store: MLflow would create an
-    empty one (in the wrong folder, most likely), or add its tables to another database."""
-    stores.require_store(uri)
-
-
 def _store_error(uri: str, error: Exception):
     failure = stores.store_failure(uri, error)
     if failure is not None:

@@ -52,14 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raysearch import inspection
+    from raysearch import inspection, stores
 
     if not args.experiment:
         raise must("--experiment", "a non-empty name", args.experiment)
     if args.csv is not None:
         args.csv = check_output_file(args.csv, "--csv")
     uri = resolve_tracking_uri(args.tracking_uri)
-    client = inspection.open_store(uri)
+    client = stores.open_store(uri, read_only=True)
     if args.search is None:
         searches = inspection.list_searches(client, args.experiment)
         shown = inspection.select(

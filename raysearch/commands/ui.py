@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {uri} (the tracking server serves its own UI)")
         return 0
-    from raysearch.inspection import require_store
+    from raysearch.stores import require_store
 
     require_store(uri)
     command = ui_command(uri, host=args.host, port=args.port)
