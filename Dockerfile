@@ -43,9 +43,15 @@ COPY pyproject.toml README.md ./
 COPY raysearch ./raysearch
 COPY trainables ./trainables
 COPY search_spaces ./search_spaces
+COPY locks ./locks
 # The install the Makefile does (with AutoAttack for `raysearch evaluate`), without the test
-# extra and not editable.
-RUN pip install --no-cache-dir ".[eval]"
+# extra and not editable, at the versions of the lock of this Python (locks/pyX.Y.txt). A Python
+# without one (3.10 on Ubuntu 22.04) installs from the ranges of pyproject.toml.
+RUN lock="locks/py$(python3 -c 'print("%d.%d" % __import__("sys").version_info[:2])').txt" \
+    && if [ ! -f "$lock" ]; then \
+        echo "note: no $lock: installing from the ranges of pyproject.toml"; lock=/dev/null; \
+    fi \
+    && pip install --no-cache-dir -c "$lock" ".[eval]"
 
 # Run as an ordinary user; its home holds the default stores (./mlflow.db, ./ray_results) and
 # the dataset and model caches (~/.cache/raysearch).

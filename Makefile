@@ -4,16 +4,35 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORDNET := /usr/share/wordnet/data.noun
+# The exact versions every dependency is installed at (tested by CI), one file per Python.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+LOCK := locks/py$(PYTHON_VERSION).txt
 
-.PHONY: demo test test-fast
+.PHONY: demo test test-fast lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall when the dependency list changes.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[eval,test]"
+# Reinstall when the dependency list or the lock changes. With the lock, pip has one candidate
+# per package and nothing to resolve; without one (another Python), the ranges of pyproject.toml.
+CONSTRAINTS := $(if $(wildcard $(LOCK)),$(LOCK),/dev/null)
+$(STAMP): pyproject.toml $(wildcard $(LOCK)) | $(BIN)/python
+	@test -f $(LOCK) || echo "note: no $(LOCK): resolving the ranges of pyproject.toml (make lock writes one)"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[eval,test]"
 	touch $(STAMP)
+
+# Refresh the lock of this Python: resolve the ranges of pyproject.toml afresh in a new virtual
+# environment and record what was installed. Run `make test` with it before committing it.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e ".[eval,test]"
+	{ echo "# Exact versions of every dependency of raysearch[eval,test] on Python $(PYTHON_VERSION),"; \
+	  echo "# used as pip constraints by the Makefile and the Dockerfile. Refresh: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
+	@echo "wrote $(LOCK); run make test before committing it"
 
 # The WordNet 3.0 database (Debian's wordnet-base) for WordNet class trees, tested for real.
 $(WORDNET):

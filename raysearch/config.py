@@ -210,11 +210,17 @@ class ScalingSettings:
         workers: data-parallel workers (each gets ``optim.batch_size // workers`` images). >= 1.
         cpus_per_worker: CPUs reserved per worker, > 0 (fractions allowed).
         gpus_per_worker: GPUs per worker, >= 0 (fractions allowed); 0 trains on the CPU.
+        in_process: a search trial with one worker trains in the trial's own process, without
+            a Ray Train controller and worker group to start (seconds less per trial; Tune
+            restarts a failed trial, which resumes from its last checkpoint). False: a Ray Train
+            worker group, which restarts a failed worker without restarting the trial. Jobs of
+            ``raysearch train`` and trials with several workers always use a worker group.
     """
 
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    in_process: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -1,10 +1,12 @@
 """The Ray instance the commands run on: a local one started here, or a cluster by address.
 
-Trial drivers of a search (the Tune function that launches a Ray Train job) hold the custom
-resource ``train_driver`` instead of a CPU: a driver that held a CPU would leave a 2-core
-machine one CPU short for a 2-worker job, and Train would wait for it forever. A local Ray
-gets as many driver slots as trials may run at once; on a cluster, start the head node with
-``--resources='{"train_driver": N}'`` (without it a driver holds a small fraction of a CPU).
+A search trial whose job has one worker runs it in the trial's own process (no Ray Train worker
+group) and holds that worker's CPUs and GPUs itself. Otherwise, trial drivers of a search (the
+Tune function that launches a Ray Train job) hold the custom resource ``train_driver`` instead
+of a CPU: a driver that held a CPU would leave a 2-core machine one CPU short for a 2-worker job,
+and Train would wait for it forever. A local Ray gets as many driver slots as trials may run at
+once; on a cluster, start the head node with ``--resources='{"train_driver": N}'`` (without it
+a driver holds a small fraction of a CPU).
 
 A local Ray listens on 127.0.0.1 only (every service: GCS, raylet, agents, workers, the
 dashboard); a cluster is reached at the address the user gives and exposes what its own
@@ -93,10 +95,10 @@ def start_local_ray(num_cpus: int, driver_slots: int, **init_options) -> None:
     that joins a cluster must keep it on.
     """
     import ray
-    from ray._private import ray_constants
 
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    from raysearch.private_api import turn_off_multi_node
+
+    turn_off_multi_node()
     # The dashboard stays on: Train's placement-group clean-up needs it.
     ray.init(
         num_cpus=num_cpus,
@@ -114,6 +116,7 @@ class TrialFootprint:
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
+    in_process: bool = False  # the trial runs its one worker itself (no Ray Train worker group)
 
     @property
     def worker_cpus(self) -> float:
@@ -122,6 +125,17 @@ class TrialFootprint:
     @property
     def worker_gpus(self) -> float:
         return self.workers * self.gpus_per_worker
+
+
+def trial_resources(cluster: dict[str, float], footprint: TrialFootprint) -> dict[str, float]:
+    """The resources a search trial holds itself, given ``ray.cluster_resources()``: its
+    worker's when it runs the worker in its own process, else a driver's."""
+    if footprint.in_process:
+        resources = {"CPU": footprint.cpus_per_worker}
+        if footprint.gpus_per_worker:
+            resources["GPU"] = footprint.gpus_per_worker
+        return resources
+    return driver_resources(cluster, footprint)
 
 
 def driver_resources(cluster: dict[str, float], footprint: TrialFootprint) -> dict[str, float]:
@@ -142,11 +156,12 @@ def driver_resources(cluster: dict[str, float], footprint: TrialFootprint) -> di
 
 def trial_capacity(cluster: dict[str, float], footprint: TrialFootprint) -> int:
     """How many trials the cluster runs at once (by CPUs, GPUs and driver slots); at least 1."""
-    driver_cpu = 0.0 if cluster.get(DRIVER_RESOURCE, 0) >= 1 else DRIVER_CPU_FRACTION
+    slots = cluster.get(DRIVER_RESOURCE, 0) >= 1
+    driver_cpu = 0.0 if slots or footprint.in_process else DRIVER_CPU_FRACTION
     limits = [_fits(cluster.get("CPU", 0), footprint.worker_cpus + driver_cpu)]
     if footprint.worker_gpus:
         limits.append(_fits(cluster.get("GPU", 0), footprint.worker_gpus))
-    if driver_cpu == 0:
+    if slots and not footprint.in_process:
         limits.append(int(cluster[DRIVER_RESOURCE]))
     return max(1, min(limits))
 

@@ -38,7 +38,8 @@ from ray import tune
 
 from raysearch import stopping, stores, tracking
 from raysearch.config import config_to_dict, validate_with_data
-from raysearch.runtime import TrialFootprint, driver_resources, ensure_ray, trial_capacity
+from raysearch.private_api import local_tuner_run_config, result_grid_trials
+from raysearch.runtime import TrialFootprint, ensure_ray, trial_capacity, trial_resources
 from raysearch.search_callbacks import (
     Progress,
     TrialRuns,
@@ -92,6 +93,7 @@ class TrialContext:
     jobs_folder: str
     verbose: bool = False
     pinned: dict[str, Any] = field(default_factory=dict)  # settings resolved by the driver
+    in_process: bool = False  # the trials run their one worker themselves (no worker group)
 
 
 def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
@@ -104,11 +106,23 @@ def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
     return pinned
 
 
+class ReportToTune:
+    """Forwards each epoch's report of a job run in the trial's own process to Tune, as
+    ``TuneReportCallback`` does for a worker group: the metrics, and the path of the checkpoint
+    saved with them."""
+
+    def __call__(self, metrics: dict, checkpoint_path: str) -> None:
+        from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+        tune.report({**metrics, CHECKPOINT_PATH_KEY: checkpoint_path})
+
+
 def run_trial(config: dict, context: TrialContext) -> None:
     """The Tune function of one trial: the sampled config, run as a Ray Train job.
 
-    Per-epoch metrics reach Tune from the workers (``TuneReportCallback``); this function adds
-    one final report with :data:`FINISHED_KEY` once every epoch ran.
+    Per-epoch metrics reach Tune from the workers (``TuneReportCallback``), or from this
+    process when the trial runs its one worker itself (:class:`ReportToTune`); this function
+    adds one final report with :data:`FINISHED_KEY` once every epoch ran.
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -137,7 +151,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
         storage=context.jobs_folder,
         run_tags=tags,
         extra_params={f"sampled.{key}": value for key, value in sampled.items()},
-        callbacks=(TuneReportCallback(),),
+        callbacks=() if context.in_process else (TuneReportCallback(),),
+        after_report=ReportToTune() if context.in_process else None,
         verbose=context.verbose,
         close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
     )
@@ -243,12 +258,6 @@ def _log_search_inputs(client, run_id: str, space: SearchSpace, space_file: Path
         )
         Path(folder, "search.json").write_text(json.dumps(params, indent=2, default=str))
         client.log_artifacts(run_id, folder, "space")
-
-
-def _trials_of(grid) -> list:
-    # The ResultGrid's trials carry Tune's status (TERMINATED / ERROR / RUNNING ...), which the
-    # public Result does not.
-    return list(grid._experiment_analysis.trials)
 
 
 def _rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
@@ -363,13 +372,18 @@ def _launch(
         searches / search, optuna_storage_url(space.base.mlflow.resolved_tracking_uri(), searches)
     )
     scaling = space.base.scaling
-    footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)
+    footprint = TrialFootprint(
+        scaling.workers,
+        scaling.cpus_per_worker,
+        scaling.gpus_per_worker,
+        in_process=scaling.workers == 1 and scaling.in_process,
+    )
     stores.check_store_for_writing(space.base.mlflow.resolved_tracking_uri())
     ensure_ray(address, footprint, verbose=verbose)
     import ray
 
     cluster = ray.cluster_resources()
-    resources = driver_resources(cluster, footprint)
+    resources = trial_resources(cluster, footprint)
     concurrency = _concurrency(space, footprint, cluster)
 
     uri = space.base.mlflow.resolved_tracking_uri()
@@ -394,7 +408,13 @@ def _launch(
         marker = {"space": space.name, "space_file": str(space_file), "parent_run_id": parent_id}
         (paths.root / MARKER_FILE).write_text(json.dumps(marker, indent=2))
     context = TrialContext(
-        space, search, parent_id, str(paths.jobs), verbose, driver_resolved_settings(space)
+        space,
+        search,
+        parent_id,
+        str(paths.jobs),
+        verbose,
+        driver_resolved_settings(space),
+        in_process=footprint.in_process,
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     callbacks = [
@@ -423,7 +443,11 @@ def _launch(
             storage_path=str(paths.root),
             callbacks=callbacks,
             verbose=2 if verbose else 0,
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A worker group restarts its failed workers itself; a trial that runs its worker
+            # in process is restarted by Tune, and resumes from its job's last checkpoint.
+            failure_config=tune.FailureConfig(
+                max_failures=space.base.checkpoint.max_failures if footprint.in_process else 0
+            ),
         )
         if resume:
             tuner = tune.Tuner.restore(
@@ -454,12 +478,11 @@ def _launch(
                 ),
                 run_config=run_config,
             )
-        local = getattr(tuner, "_local_tuner", None)  # None through Ray Client
-        if resume and local is not None:
+        restored = local_tuner_run_config(tuner) if resume else None
+        if restored is not None:
             # A restored Tuner brings back its pickled RunConfig: give it this process's
             # callbacks (fresh clock, this console) and verbosity. Through Ray Client the
             # pickled callbacks run as they were saved (they pickle for that).
-            restored = local.get_run_config()
             restored.callbacks = callbacks
             restored.verbose = run_config.verbose
         grid = tuner.fit()
@@ -468,7 +491,7 @@ def _launch(
         grid = None
     sigterm.defer()  # the clean-up below closes the runs: a SIGTERM now waits for it
 
-    trials_state = _trials_of(grid) if grid is not None else []
+    trials_state = result_grid_trials(grid) if grid is not None else []
     rows = _rows(trials_state, client, experiment, search)
     ended = sum(row.status != "unfinished" for row in rows)
     interrupted = interrupted or ended < total

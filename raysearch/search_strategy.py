@@ -13,6 +13,12 @@ import math
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from raysearch.private_api import (
+    optuna_trial_id,
+    searcher_completed,
+    searcher_study,
+    searcher_trials,
+)
 from raysearch.search_state import FINISHED_KEY, NUMBER_KEY, OVERRIDES_KEY, finite_number
 from search_spaces.loader import SearchSpace
 
@@ -42,46 +48,48 @@ class StudySearch(OptunaSearch):
         super().restore(checkpoint_path)
         from optuna.trial import TrialState
 
-        known = {trial.number for trial in self._ot_trials.values()}
-        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        known = {trial.number for trial in searcher_trials(self).values()}
+        running = searcher_study(self).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [trial for trial in running if trial.number not in known]
 
     def suggest(self, trial_id: str) -> dict | None:
         orphans = getattr(self, "_orphans", [])
-        if trial_id not in self._ot_trials and orphans:
+        trials = searcher_trials(self)
+        if trial_id not in trials and orphans:
             import optuna
 
             orphan = orphans.pop(0)
-            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+            trials[trial_id] = optuna.trial.Trial(searcher_study(self), optuna_trial_id(orphan))
         config = super().suggest(trial_id)
         if config is not None:
-            config[NUMBER_KEY] = self._ot_trials[trial_id].number
+            config[NUMBER_KEY] = trials[trial_id].number
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._completed_trials:
+        if trial_id not in searcher_completed(self):
             self._report(trial_id, result)
 
     def _report(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or trial_id not in self._ot_trials:
+        if isinstance(self.metric, list) or trial_id not in searcher_trials(self):
             return  # Optuna keeps no intermediate values for several objectives
         value, step = result.get(self.metric), result.get("epochs_completed")
         if finite_number(value) and step is not None:
-            trial = self._ot_trials[trial_id]
+            trial = searcher_trials(self)[trial_id]
             stored = self._stored(trial_id)
             if stored.state.name == "RUNNING" and int(step) not in stored.intermediate_values:
                 trial.report(float(value), int(step))
 
     def _stored(self, trial_id: str):
-        trial = self._ot_trials[trial_id]
-        return trial.storage.get_trial(trial._trial_id)
+        trial = searcher_trials(self)[trial_id]
+        return trial.storage.get_trial(optuna_trial_id(trial))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        completed, trials = searcher_completed(self), searcher_trials(self)
+        if trial_id in completed or trial_id not in trials:
             return
         if self._stored(trial_id).state.is_finished():
             # Told before the driver was killed, and the searcher's saved state predates it.
-            self._completed_trials.add(trial_id)
+            completed.add(trial_id)
             return
         from optuna.trial import TrialState
 
@@ -97,8 +105,8 @@ class StudySearch(OptunaSearch):
             state, told = TrialState.COMPLETE, [float(value) for value in values]
         else:
             state, told = TrialState.FAIL, None
-        self._ot_study.tell(self._ot_trials[trial_id], told, state=state)
-        self._completed_trials.add(trial_id)
+        searcher_study(self).tell(trials[trial_id], told, state=state)
+        completed.add(trial_id)
 
 
 class DefineByRun:

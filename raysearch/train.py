@@ -96,6 +96,7 @@ def run_job(
     run_tags: dict[str, str] | None = None,
     extra_params: dict | None = None,
     callbacks: tuple = (),
+    after_report=None,
     verbose: bool = True,
     close_failed_runs: bool = True,
 ) -> JobResult:
@@ -108,16 +109,16 @@ def run_job(
         run_tags: tags of the MLflow run when it is created (a search's parent run id).
         extra_params: params logged with the config's (a search's sampled values).
         callbacks: Ray Train callbacks (a search forwards each report to Ray Tune).
+        after_report: given, the job's one worker runs in this process, without Ray Train (no
+            controller or worker group to start: a search trial); the loop keeps the
+            checkpoints in the job's folder itself and calls ``after_report(metrics,
+            checkpoint_path)`` after each epoch. A failure is not retried here: Tune restarts
+            the trial, which resumes from the last checkpoint.
         verbose: show the workers' output on this console.
         close_failed_runs: end the MLflow run FAILED (or KILLED) when the job fails. A search
             closes its trials' runs itself: only its driver knows whether a trial that ended
             early failed or was stopped by the scheduler.
     """
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from trainables.loop import train_loop_per_worker
-
     job = job or job_name(config)
     storage_text = str(storage or config.checkpoint.resolved_storage_path())
     storage = Path(storage_text)
@@ -134,6 +135,9 @@ def run_job(
         raise must("--resume", f"used for a job that has started (none in {storage})", job)
 
     scaling = config.scaling
+    in_process = after_report is not None
+    if in_process and (scaling.workers != 1 or "://" in storage_text):
+        raise ValueError("a job runs in process only with one worker and local storage")
     footprint = TrialFootprint(scaling.workers, scaling.cpus_per_worker, scaling.gpus_per_worker)
     uri = config.mlflow.resolved_tracking_uri()
     # Before the MLflow run: a store that cannot take it, or a job that cannot fit, is refused
@@ -155,29 +159,13 @@ def run_job(
     with stopping.SigtermGuard() as sigterm:
         try:
             sigterm.arm()  # after ray.init, which installs a SIGTERM handler of its own
-            resources = {"CPU": scaling.cpus_per_worker}
-            if scaling.gpus_per_worker:
-                resources["GPU"] = scaling.gpus_per_worker
-            trainer = TorchTrainer(
-                train_loop_per_worker,
-                train_loop_config={
-                    "spec": job_spec(config, forest, tracking_uri=uri, run_id=run_id)
-                },
-                scaling_config=ScalingConfig(
-                    num_workers=scaling.workers,
-                    use_gpu=bool(scaling.gpus_per_worker),
-                    resources_per_worker=resources,
-                ),
-                run_config=RunConfig(
-                    name=job,
-                    storage_path=str(storage),
-                    failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
-                    checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
-                    logging_config=LoggingConfig(log_level="WARNING"),
-                    callbacks=list(callbacks),
-                ),
-            )
-            result = trainer.fit()
+            spec = job_spec(config, forest, tracking_uri=uri, run_id=run_id)
+            if in_process:
+                metrics, checkpoint_dir = _run_in_process(
+                    spec, job_dir, config.checkpoint.keep, after_report
+                )
+            else:
+                metrics, checkpoint_dir = _run_worker_group(spec, config, job, storage, callbacks)
         except UserInputError as error:
             sigterm.defer()  # each branch first: a SIGTERM now waits for the run to be closed
             if close_failed_runs:
@@ -200,7 +188,6 @@ def run_job(
             raise TrainingFailed(reason) from error
 
         sigterm.defer()  # the job has ended: a SIGTERM now waits for its run to be closed
-        checkpoint_dir = result.checkpoint.path if result.checkpoint is not None else None
         profile = _log_outputs(mlflow_client, run_id, checkpoint_dir)
         tracking.end_run(mlflow_client, run_id)
     return JobResult(
@@ -209,9 +196,53 @@ def run_job(
         tracking_uri=uri,
         storage_path=str(job_dir),
         checkpoint=checkpoint_dir,
-        metrics=dict(result.metrics or {}),
+        metrics=metrics,
         profile=profile,
     )
+
+
+def _run_worker_group(
+    spec, config: ExperimentConfig, job: str, storage: Path, callbacks
+) -> tuple[dict, str | None]:
+    """The job on a Ray Train worker group (Train keeps its checkpoints and restarts failed
+    workers): its last metrics and checkpoint folder."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from trainables.loop import train_loop_per_worker
+
+    scaling = config.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.gpus_per_worker:
+        resources["GPU"] = scaling.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers,
+            use_gpu=bool(scaling.gpus_per_worker),
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=job,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
+        ),
+    )
+    result = trainer.fit()
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    return dict(result.metrics or {}), checkpoint
+
+
+def _run_in_process(spec, job_dir: Path, keep: int, after_report) -> tuple[dict, str | None]:
+    """The job with its one worker in this process: its last metrics and checkpoint folder."""
+    from trainables.loop import run_in_process
+
+    worker = run_in_process(spec, str(job_dir), keep=keep, after_report=after_report)
+    return worker.last_metrics, worker.last_checkpoint
 
 
 def failure_reason(error: BaseException) -> str:

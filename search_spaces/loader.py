@@ -516,6 +516,9 @@ def _params(
             raise must("space", f"the parameter `{_RESERVED[name]}` instead of `{name}`", name)
         elif name not in known:
             raise must(where, "a setting of the experiment config, such as optim.lr", name)
+        elif name.startswith("scaling."):
+            # Every trial's resources are reserved, and its trial path chosen, from the base.
+            raise must(where, "set in the base config or overrides (one scaling per search)", name)
         elif kind not in DISTRIBUTIONS:
             raise must(f"{where}.type", f"one of {list(DISTRIBUTIONS)}", kind)
         _keys(spec, where, _PARAM_KEYS[kind])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-
 #: Fixtures that make a test slow: a Ray instance, a whole search, or the pretrained base model
 #: (minutes to build on an empty cache).
 SLOW_FIXTURES = frozenset({"ray_local", "searched", "base_model"})

@@ -4,6 +4,7 @@ extra), copies files that exist (and that .dockerignore keeps), and ends as an o
 from __future__ import annotations
 
 import fnmatch
+import re
 import shlex
 from pathlib import Path
 
@@ -86,9 +87,20 @@ def pyproject() -> dict:
 
 
 def _makefile_pip_line() -> str:
-    lines = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line]
+    """The install of the project's virtual environment (not the one of ``make lock``)."""
+    lines = [
+        line
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if "pip install" in line and "$(BIN)/python" in line
+    ]
     assert len(lines) == 1, lines
     return lines[0].strip()
+
+
+def _constraint(command: str) -> str:
+    words = shlex.split(command.replace("&&", " ").replace(";", " "))
+    assert "-c" in words, f"no constraints file in {command!r}"
+    return words[words.index("-c") + 1]
 
 
 def _copies(dockerfile) -> list[tuple[list[str], str]]:
@@ -116,6 +128,36 @@ def test_the_image_installs_what_the_makefile_installs_without_the_test_extra(
     # The project is copied to the working directory pip installs from.
     workdirs = [arguments for keyword, arguments in dockerfile if keyword == "WORKDIR"]
     assert any(dest in ("./", ".", workdirs[0]) for _, dest in _copies(dockerfile))
+
+
+def test_the_image_and_the_makefile_install_the_versions_of_the_lock(dockerfile):
+    makefile = (ROOT / "Makefile").read_text()
+    assert _constraint(_makefile_pip_line()) == "$(CONSTRAINTS)"
+    assert "LOCK := locks/py$(PYTHON_VERSION).txt" in makefile
+    (pip_run,) = [a for k, a in dockerfile if k == "RUN" and "pip install" in a]
+    assert _constraint(pip_run) == "$lock"
+    assert 'lock="locks/py$(python3 -c' in pip_run
+    assert any("locks" in sources for sources, _ in _copies(dockerfile))
+    # The lock of the image's default Python exists, pins exact versions, and covers every
+    # dependency the project declares.
+    lock = ROOT / "locks" / "py3.11.txt"
+    pins = {}
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, separator, version = line.partition("==")
+            assert separator and version, f"{line!r} is not an exact pin"
+            pins[_canonical(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared.extend(extra)
+    for requirement in declared:
+        name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+        assert _canonical(name) in pins, f"{name} is not in {lock.name}"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_the_image_installs_the_wordnet_database_the_makefile_installs(dockerfile):

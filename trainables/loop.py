@@ -7,6 +7,11 @@ wraps the classifier with ``prepare_model`` (DDP: gloo on CPU, nccl on GPU), run
 ``test/`` names), and reports metrics with a checkpoint holding everything needed to
 continue exactly where it stopped: model, optimiser, scheduler, epoch, RNG states.
 
+The same loop also runs a job's one worker in the calling process, without Ray Train
+(:func:`run_in_process`: a search trial, which saves the controller and worker-group start-up):
+it then keeps its checkpoints in the job's folder itself (:mod:`trainables.checkpoints`) and
+hands every report to a callback (a trial forwards them to Ray Tune).
+
 Rank 0 also writes the epoch's metrics to the job's MLflow run (``JobSpec.mlflow_run_id``), by
 step = epoch, skipping epochs the run already holds, so a restarted worker group never logs an
 epoch twice.
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from trainables.checkpoints import latest_checkpoint, save_checkpoint
 from trainables.evaluate import (
     AttackSettings,
     attacked_accuracy,
@@ -180,25 +186,120 @@ def worst_superclass_accuracy(profile: dict) -> float:
     return min(cells) if cells else float("nan")
 
 
+class RayTrainWorker:
+    """One worker of a Ray Train worker group: Train places the model (DDP), shards the data
+    and keeps the checkpoints."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def prepare_loader(self, loader):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+
+    def saved_state(self) -> dict | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load_torch_file(Path(folder) / STATE_FILE, map_location=self.device)
+
+    def report(self, metrics: dict, epoch: int, folder: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class InProcessWorker:
+    """A job's one worker in the calling process, without Ray Train: it keeps the checkpoints
+    in ``checkpoint_folder`` (the ``keep`` newest) and calls ``after_report(metrics,
+    checkpoint_path)`` after each epoch. ``last_metrics`` and ``last_checkpoint`` hold the
+    final report once the loop has run."""
+
+    rank, world = 0, 1
+
+    def __init__(self, checkpoint_folder: str, keep: int, after_report=None):
+        self.checkpoint_folder = Path(checkpoint_folder)
+        self.keep = keep
+        self.after_report = after_report
+        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        self.last_metrics: dict = {}
+        self.last_checkpoint: str | None = None
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def prepare_loader(self, loader):
+        return _OnDevice(loader, self.device)
+
+    def saved_state(self) -> dict | None:
+        latest = latest_checkpoint(self.checkpoint_folder)
+        if latest is None:
+            return None
+        return load_torch_file(latest / STATE_FILE, map_location=self.device)
+
+    def report(self, metrics: dict, epoch: int, folder: str | None) -> None:
+        saved = save_checkpoint(Path(folder), self.checkpoint_folder, epoch, self.keep)
+        self.last_metrics, self.last_checkpoint = dict(metrics), str(saved)
+        if self.after_report is not None:
+            self.after_report(metrics, str(saved))
+
+
+class _OnDevice:
+    """Batches of ``loader`` moved to ``device`` (what Ray Train's prepared loader does)."""
+
+    def __init__(self, loader, device: torch.device):
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield images.to(self.device), labels.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config["spec"]`` is a :class:`JobSpec`."""
-    import ray.train
-    import ray.train.torch
-
-    from trainables.backbone import load_clip
-    from trainables.data.registry import load_split
-    from trainables.hierarchy.shipped import load_shipped
-
     # A worker process serves this job only: keep its console to warnings and this project's
     # progress (Ray Train logs every report and open_clip its config lookups at INFO).
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("trainables").setLevel(logging.INFO)
+    run_loop(config["spec"], RayTrainWorker())
 
-    spec: JobSpec = config["spec"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+
+def run_in_process(
+    spec: JobSpec, checkpoint_folder: str, *, keep: int = 2, after_report=None
+) -> InProcessWorker:
+    """Run (or resume, from the newest checkpoint in ``checkpoint_folder``) the job of ``spec``
+    with its one worker in this process; see :class:`InProcessWorker`."""
+    worker = InProcessWorker(checkpoint_folder, keep, after_report)
+    run_loop(spec, worker)
+    return worker
+
+
+def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
+    """The fine-tuning job of ``spec`` on one worker of ``worker.world``."""
+    from trainables.backbone import load_clip
+    from trainables.data.registry import load_split
+    from trainables.hierarchy.shipped import load_shipped
+
+    rank, world, device = worker.rank, worker.world, worker.device
     torch.manual_seed(spec.seed)
 
     forest = spec.forest if spec.forest is not None else load_shipped("embedded")
@@ -214,7 +315,7 @@ def train_loop_per_worker(config: dict) -> None:
         seed=spec.seed * 1000 + rank,  # each rank attacks its own shard with its own starts
     )
     parameters = method.parameters()
-    model = ray.train.torch.prepare_model(method.classifier)
+    model = worker.prepare_model(method.classifier)
     method.to(device)
 
     if spec.optim.batch_size % world:
@@ -227,7 +328,7 @@ def train_loop_per_worker(config: dict) -> None:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=per_worker, sampler=sampler, drop_last=True
     )
-    loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+    loader = worker.prepare_loader(loader)
 
     optimizer = build_optimizer(parameters, spec.optim)
     total_steps = spec.optim.total_steps(len(train))
@@ -236,10 +337,8 @@ def train_loop_per_worker(config: dict) -> None:
     scaler = torch.amp.GradScaler() if spec.optim.precision == "fp16" else None
 
     start_epoch, step = 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_torch_file(Path(folder) / STATE_FILE, map_location=device)
+    state = worker.saved_state()
+    if state is not None:
         method.classifier.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -283,7 +382,7 @@ def train_loop_per_worker(config: dict) -> None:
         )
         last = epoch == epochs - 1
         with tempfile.TemporaryDirectory() as folder:
-            report_checkpoint = None
+            saved = None
             if rank == 0:
                 evaluator.eval()
                 metrics.update(_epoch_metrics(evaluator, eval_images, eval_labels, spec))
@@ -309,7 +408,7 @@ def train_loop_per_worker(config: dict) -> None:
                     },
                     Path(folder, STATE_FILE),
                 )
-                report_checkpoint = ray.train.Checkpoint.from_directory(folder)
+                saved = folder
                 epoch_log.log(epoch, metrics)
                 log.info(
                     "epoch %d/%d: loss %.4f, clean leaf %.3f, robust leaf %.3f, %.0f img/s",
@@ -320,4 +419,4 @@ def train_loop_per_worker(config: dict) -> None:
                     metrics["robust_leaf"],
                     metrics["images_per_second"],
                 )
-            ray.train.report(metrics, checkpoint=report_checkpoint)
+            worker.report(metrics, epoch, saved)

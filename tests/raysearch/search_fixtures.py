@@ -10,6 +10,7 @@ import yaml
 
 from raysearch import tracking
 from raysearch.search import launch
+from raysearch.search_state import optuna_storage_url, searches_folder
 from search_spaces.loader import load_space
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -47,15 +48,28 @@ def space_file(tmp_path: Path, name: str, space: dict, budget: dict, stores=True
     return path
 
 
-# Seed 4 of TPE samples the evaluation eps large, small, large: the third trial reaches ASHA's
-# first rung (epoch 1) behind the second one by a wide margin, which prunes it. The robust
-# accuracy of a trial evaluated at eps 0.2 is ~0, at 0.0001 it is its clean accuracy.
+# The three trials' values are constructed, not drawn: they are enqueued in the search's study
+# before it starts, so Optuna hands them out in this order whatever its sampler and version.
+# The evaluation eps is large, small, large: the third trial reaches ASHA's first rung (epoch 1)
+# behind the second one by a wide margin, which prunes it. The robust accuracy of a trial
+# evaluated at eps 0.2 is ~0, at 0.0001 it is its clean accuracy.
 PRUNING_SPACE = {
     "trees": {"type": "subset", "of": ["form", "symmetry"], "min": 1, "max": 2},
     "depth": {"type": "int", "low": 1, "high": 2},
     "evaluation.eps": {"type": "categorical", "choices": [SMALL_EPS, LARGE_EPS]},
     "optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
 }
+PRUNING_TRIALS = [
+    {"trees": "form", "depth.form": 2, "evaluation.eps": LARGE_EPS, "optim.lr": 5e-4},
+    {
+        "trees": "form+symmetry",
+        "depth.form": 1,
+        "depth.symmetry": 2,
+        "evaluation.eps": SMALL_EPS,
+        "optim.lr": 3e-4,
+    },
+    {"trees": "symmetry", "depth.symmetry": 1, "evaluation.eps": LARGE_EPS, "optim.lr": 2e-4},
+]
 PRUNING_BUDGET = {
     "trials": 3,
     "concurrency": 1,
@@ -66,11 +80,26 @@ PRUNING_BUDGET = {
 }
 
 
+def enqueue(space, search: str, trials: list[dict]) -> None:
+    """Create the study of the search ``search`` with ``trials`` waiting in it, in order."""
+    study = optuna.create_study(
+        study_name=search,
+        storage=optuna_storage_url(
+            space.base.mlflow.resolved_tracking_uri(), searches_folder(space)
+        ),
+        direction="maximize",
+    )
+    for params in trials:
+        study.enqueue_trial(params)
+
+
 def run_pruning_search(tmp_path: Path) -> dict:
-    """One search of three trials (see PRUNING_SPACE), shared by the tests of a session."""
+    """One search of three trials (see PRUNING_TRIALS), shared by the tests of a session."""
     path = space_file(tmp_path, "pruning", PRUNING_SPACE, PRUNING_BUDGET)
+    space = load_space(path)
+    enqueue(space, "pruning", PRUNING_TRIALS)
     lines: list[str] = []
-    result = launch(load_space(path), space_file=path, name="pruning", out=lines.append)
+    result = launch(space, space_file=path, name="pruning", out=lines.append)
     client = tracking.client(result.tracking_uri)
     experiment = client.get_experiment_by_name("raysearch").experiment_id
     runs = client.search_runs([experiment])

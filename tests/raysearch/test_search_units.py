@@ -17,6 +17,7 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
+from raysearch.private_api import searcher_completed, searcher_trials
 from raysearch.runtime import DRIVER_RESOURCE, TrialFootprint
 from raysearch.search import _concurrency, space_param_names
 from raysearch.search_callbacks import Progress, trial_status, trim_checkpoints
@@ -239,14 +240,14 @@ def test_a_trial_finished_in_storage_but_running_in_a_restored_searcher_is_not_t
     searcher.on_trial_complete("a", {"robust_leaf": 0.5, FINISHED_KEY: 1})
     resumed = _searcher(study_dir)
     resumed.restore(str(study_dir / "searcher.pkl"))
-    assert "a" in resumed._ot_trials and "a" not in resumed._completed_trials
+    assert "a" in searcher_trials(resumed) and "a" not in searcher_completed(resumed)
     resumed.on_trial_complete("a", {"robust_leaf": 0.1, "epochs_completed": 1})  # no exception
-    assert "a" in resumed._completed_trials
+    assert "a" in searcher_completed(resumed)
     (trial,) = _stored(study_dir)
     assert trial.state == TrialState.COMPLETE and trial.values == [0.5]
     # Copying the trials into a second searcher on the same study does the same.
     other = _searcher(study_dir)
-    other._ot_trials = dict(searcher._ot_trials)
+    searcher_trials(other).update(searcher_trials(searcher))
     other.on_trial_complete("a", None, error=True)
     assert _stored(study_dir)[0].state == TrialState.COMPLETE
 
@@ -262,8 +263,9 @@ def test_the_searcher_state_pickles_and_restores(study_dir, demo):
     restored = _searcher(study_dir, space=DefineByRun(demo))
     restored.restore(str(study_dir / "searcher.pkl"))
     assert isinstance(restored._space, DefineByRun) and restored._space.space.name == "demo"
-    assert {key: trial.number for key, trial in restored._ot_trials.items()} == {"a": 0, "b": 1}
-    assert restored._completed_trials == {"a"}
+    trials = searcher_trials(restored)
+    assert {key: trial.number for key, trial in trials.items()} == {"a": 0, "b": 1}
+    assert searcher_completed(restored) == {"a"}
     restored.on_trial_result("b", {"robust_leaf": 0.4, "epochs_completed": 2})
     restored.on_trial_complete("b", {"robust_leaf": 0.45, FINISHED_KEY: 1})
     assert restored.suggest("c")[NUMBER_KEY] == 2
