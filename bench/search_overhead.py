@@ -9,10 +9,14 @@ The same tiny fine-tuning job (TeCoA, one epoch, a small evaluation) three ways:
 2. **Train job**: :func:`raysearch.train.run_job` (Ray Train with one worker, a checkpoint, the
    MLflow run with its params, per-epoch metrics and artifacts);
 3. **search trial**: :func:`raysearch.search.launch` of ``--trials`` trials of that job
-   (Tune + Optuna + Train + MLflow parent and child runs, summary and plots), per trial.
+   (Tune + Optuna + MLflow parent and child runs, summary and plots), per trial.
 
-``ray.init`` is timed once and not counted (a search starts Ray once for all its trials).
-Prints seconds per run and the ratios to the direct run.
+Side by side, on a fresh local Ray each (``ray.init`` not counted: a search starts Ray once for
+all its trials): a worker group with Ray Train's default 2 s poll (how every trial ran before),
+a worker group with raysearch's shorter poll (multi-worker trials and ``raysearch train``
+now), and one-worker trials in their own process (``scaling.in_process``, the default now).
+Prints seconds per run, the ratios to the direct run and each path's fixed cost per trial
+(seconds per trial minus the direct run).
 """
 
 from __future__ import annotations
@@ -67,6 +71,15 @@ def direct_seconds(config, forest) -> float:
     return time.perf_counter() - started
 
 
+#: What each line measures: (label, Ray Train's poll interval or None for raysearch's,
+#: in process). "before": what every trial ran as until one-worker trials ran in process.
+PATHS = (
+    ("worker group, Ray's 2 s poll (before)", "2.0", False),
+    ("worker group, raysearch's poll (now)", None, False),
+    ("in the trial's process (now)", None, True),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3)
@@ -74,58 +87,73 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
+    import os
+
     import ray
 
     from raysearch.config import load_config, validate_with_data
-    from raysearch.runtime import DRIVER_RESOURCE
+    from raysearch.runtime import TRAIN_POLL_VARIABLE, start_local_ray
     from raysearch.search import launch
     from raysearch.train import run_job
     from search_spaces.loader import space_from_dict
 
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         overrides = job_overrides(args.train_size, folder)
         config = load_config(None, overrides)
         forest = validate_with_data(config)
-
         direct = direct_seconds(config, forest)
 
-        started = time.perf_counter()
-        ray.init(num_cpus=2, resources={DRIVER_RESOURCE: 8}, dashboard_host="127.0.0.1")
-        init = time.perf_counter() - started
+        for number, (label, poll, in_process) in enumerate(PATHS):
+            # Ray Train reads its poll interval when Ray starts the trial processes.
+            if poll is None:
+                os.environ.pop(TRAIN_POLL_VARIABLE, None)
+            else:
+                os.environ[TRAIN_POLL_VARIABLE] = poll
+            started = time.perf_counter()
+            start_local_ray(2, 8, log_to_driver=False)
+            init = time.perf_counter() - started
+            job = None
+            if not in_process:  # `raysearch train` always runs a worker group
+                started = time.perf_counter()
+                job_config = load_config(None, [*overrides, f"name=bench-job-{number}"])
+                run_job(job_config, forest, verbose=False)
+                job = time.perf_counter() - started
+            extra = [] if in_process else ["scaling.in_process=false"]
+            space = space_from_dict(
+                {
+                    "name": "bench",
+                    "base": None,
+                    "overrides": [*overrides, *extra],
+                    "objective": {"metric": "robust_leaf", "mode": "max"},
+                    "budget": {"trials": args.trials, "concurrency": 1, "scheduler": "none"},
+                    "space": {"optim.lr": {"type": "float", "low": 4e-4, "high": 6e-4}},
+                },
+                SPACES,
+            )
+            started = time.perf_counter()
+            result = launch(space, name=f"bench-{number}", out=lambda line: None)
+            per_trial = (time.perf_counter() - started) / args.trials
+            finished = sum(row.status == "finished" for row in result.rows)
+            ray.shutdown()
+            rows.append((label, init, job, per_trial, finished))
 
-        started = time.perf_counter()
-        run_job(load_config(None, [*overrides, "name=bench-job"]), forest, verbose=False)
-        train_job = time.perf_counter() - started
-
-        space = space_from_dict(
-            {
-                "name": "bench",
-                "base": None,
-                "overrides": overrides,
-                "objective": {"metric": "robust_leaf", "mode": "max"},
-                "budget": {"trials": args.trials, "concurrency": 1, "scheduler": "none"},
-                "space": {"optim.lr": {"type": "float", "low": 4e-4, "high": 6e-4}},
-            },
-            SPACES,
-        )
-        started = time.perf_counter()
-        result = launch(space, name="bench", out=lambda line: None)
-        search = time.perf_counter() - started
-        ray.shutdown()
-
-    per_trial = search / args.trials
-    finished = sum(row.status == "finished" for row in result.rows)
     print(
-        f"trivial job: TeCoA, 1 epoch of {args.train_size} images, evaluation on 64 images "
-        f"(ray.init {init:.1f} s, not counted); {finished}/{args.trials} trials finished"
+        f"trivial job: TeCoA, 1 epoch of {args.train_size} images, evaluation on 64 images; "
+        f"{args.trials} trials a search (ray.init not counted)"
     )
-    print(f"  direct (in process)           {direct:6.1f} s")
-    print(f"  Train job (Train + MLflow)    {train_job:6.1f} s   ratio {train_job / direct:5.2f}")
-    print(f"  search trial (Tune + Optuna + Train + MLflow, {args.trials} trials: {search:.1f} s)")
-    print(f"    per trial                   {per_trial:6.1f} s   ratio {per_trial / direct:5.2f}")
-    print(f"  search overhead per trial     {per_trial - direct:6.1f} s")
-    print(f"  of which Tune + search        {per_trial - train_job:6.1f} s")
+    print(f"  direct (in process): {direct:.1f} s")
+    print(
+        f"  {'trial path':<40}{'Train job':>10}{'ratio':>7}{'trial':>9}{'ratio':>7}"
+        f"{'fixed cost':>12}{'finished':>10}"
+    )
+    for label, _init, job, per_trial, finished in rows:
+        job_text = f"{job:8.1f} s{job / direct:7.2f}" if job is not None else f"{'-':>10}{'':>7}"
+        print(
+            f"  {label:<40}{job_text}{per_trial:7.1f} s{per_trial / direct:7.2f}"
+            f"{per_trial - direct:10.1f} s{finished:>8}/{args.trials}"
+        )
     return 0
 
 

@@ -30,6 +30,17 @@ DRIVER_CPU_FRACTION = 0.01
 #: Driver slots of a local Ray instance (more than any local search runs at once).
 LOCAL_DRIVER_SLOTS = 64
 LOOPBACK = "127.0.0.1"
+#: Ray Train's controller checks on its workers every this many seconds (Ray's default: 2):
+#: a job's start-up, every report and its end each wait for such a check.
+TRAIN_POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+TRAIN_POLL_SECONDS = "0.25"
+
+
+def train_environment() -> dict[str, str]:
+    """The environment Ray Train jobs get from raysearch (a value the user set wins). Set in
+    this process (a job whose trainer starts here) and in the Ray job's runtime environment
+    (a search trial's process creates its trainer)."""
+    return {TRAIN_POLL_VARIABLE: os.environ.get(TRAIN_POLL_VARIABLE, TRAIN_POLL_SECONDS)}
 
 
 def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool = True) -> None:
@@ -51,7 +62,8 @@ def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool 
         return
     quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, **quiet)
+        os.environ.update(train_environment())
+        ray.init(address=address, runtime_env={"env_vars": train_environment()}, **quiet)
         try:
             _check_fits(footprint, ray.cluster_resources(), "the Ray cluster")
         except UserInputError as shortfall:
@@ -99,12 +111,14 @@ def start_local_ray(num_cpus: int, driver_slots: int, **init_options) -> None:
     from raysearch.private_api import turn_off_multi_node
 
     turn_off_multi_node()
+    os.environ.update(train_environment())
     # The dashboard stays on: Train's placement-group clean-up needs it.
     ray.init(
         num_cpus=num_cpus,
         resources={DRIVER_RESOURCE: driver_slots},
         dashboard_host=LOOPBACK,
         _node_ip_address=LOOPBACK,
+        runtime_env={"env_vars": train_environment()},
         **init_options,
     )
 

@@ -475,6 +475,9 @@ def _launch(
                     scheduler=build_scheduler(space),
                     num_samples=total,
                     trial_dirname_creator=trial_folder_name,
+                    # The next trial runs in the process of the last one that ended: no new
+                    # process to start, no libraries to import again.
+                    reuse_actors=True,
                 ),
                 run_config=run_config,
             )

@@ -167,8 +167,19 @@ class Progress(tune.Callback):
             text += f"; best {objective.metric} {value:.3f} (trial {number})"
         return text
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # A trial that runs its worker in process failed; Tune starts it again.
+        self._say(
+            f"trial {self._number(trial)} failed ({error_text(trial)}); restarting it from its "
+            "last checkpoint"
+        )
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._say(f"trial {self._number(trial)} started: {describe_params(sampled_params(trial))}")
+        number = self._number(trial)
+        if trial.num_failures:
+            self._say(f"trial {number} restarted (failure {trial.num_failures})")
+            return
+        self._say(f"trial {number} started: {describe_params(sampled_params(trial))}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(FINISHED_KEY):

@@ -14,7 +14,9 @@ import torch
 
 #: Fixtures that make a test slow: a Ray instance, a whole search, or the pretrained base model
 #: (minutes to build on an empty cache).
-SLOW_FIXTURES = frozenset({"ray_local", "searched", "base_model"})
+SLOW_FIXTURES = frozenset(
+    {"ray_local", "searched", "searched_worker_group", "searched_either_path", "base_model"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

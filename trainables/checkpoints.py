@@ -2,9 +2,10 @@
 
 A job whose one worker runs in the calling process, without Ray Train
 (:func:`trainables.loop.run_in_process`), saves every epoch's checkpoint into the job's folder
-with :func:`save_checkpoint` and resumes from :func:`latest_checkpoint`. The folders are named ``checkpoint_epoch_<epoch>`` (zero-padded,
-so names sort by epoch) and appear whole or not at all: each is written under a hidden name and
-renamed, so a process killed while saving leaves the previous checkpoint as the latest.
+with :func:`save_checkpoint` and resumes from :func:`latest_checkpoint`. The folders are named
+``checkpoint_epoch_<epoch>`` (zero-padded, so names sort by epoch) and appear whole or not at
+all: each is written under a hidden name and renamed, so a process killed while saving leaves
+the previous checkpoint as the latest.
 """
 
 from __future__ import annotations

@@ -7,7 +7,23 @@ import pytest
 
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory, ray_local):
-    """A finished three-trial search (two finished trials, one pruned), run once."""
+    """A finished three-trial search (two finished trials, one pruned), run once; its trials
+    train in their own processes (the default for one worker)."""
     from tests.raysearch.search_fixtures import run_pruning_search
 
     return run_pruning_search(tmp_path_factory.mktemp("search"))
+
+
+@pytest.fixture(scope="session")
+def searched_worker_group(tmp_path_factory, ray_local):
+    """The same search with each trial on a Ray Train worker group."""
+    from tests.raysearch.search_fixtures import run_pruning_search
+
+    return run_pruning_search(tmp_path_factory.mktemp("search-group"), "worker_group")
+
+
+@pytest.fixture(params=["in_process", "worker_group"])
+def searched_either_path(request):
+    """The search above on each trial path: a test that uses it runs once for each."""
+    name = "searched" if request.param == "in_process" else "searched_worker_group"
+    return request.getfixturevalue(name)

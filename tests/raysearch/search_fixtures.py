@@ -28,9 +28,11 @@ TINY = [
 ]
 
 
-def space_file(tmp_path: Path, name: str, space: dict, budget: dict, stores=True) -> Path:
+def space_file(
+    tmp_path: Path, name: str, space: dict, budget: dict, stores=True, overrides=()
+) -> Path:
     """A space file in ``tmp_path``; ``stores=False`` leaves the MLflow store and checkpoints
-    at their defaults, relative to the working directory."""
+    at their defaults, relative to the working directory; ``overrides`` follow the tiny ones."""
     where = [
         f"checkpoint.storage_path={tmp_path / 'ray_results'}",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
@@ -38,7 +40,7 @@ def space_file(tmp_path: Path, name: str, space: dict, budget: dict, stores=True
     data = {
         "name": name,
         "base": str(SPACES / "embedded-experiment.yaml"),
-        "overrides": [*TINY, *(where if stores else [])],
+        "overrides": [*TINY, *(where if stores else []), *overrides],
         "objective": {"metric": "robust_leaf", "mode": "max"},
         "budget": budget,
         "space": space,
@@ -93,9 +95,15 @@ def enqueue(space, search: str, trials: list[dict]) -> None:
         study.enqueue_trial(params)
 
 
-def run_pruning_search(tmp_path: Path) -> dict:
+#: The two ways a one-worker trial runs: in the trial's own process (the default), or on a Ray
+#: Train worker group.
+TRIAL_PATHS = {"in_process": [], "worker_group": ["scaling.in_process=false"]}
+
+
+def run_pruning_search(tmp_path: Path, trial_path: str = "in_process") -> dict:
     """One search of three trials (see PRUNING_TRIALS), shared by the tests of a session."""
-    path = space_file(tmp_path, "pruning", PRUNING_SPACE, PRUNING_BUDGET)
+    overrides = TRIAL_PATHS[trial_path]
+    path = space_file(tmp_path, "pruning", PRUNING_SPACE, PRUNING_BUDGET, overrides=overrides)
     space = load_space(path)
     enqueue(space, "pruning", PRUNING_TRIALS)
     lines: list[str] = []

@@ -12,16 +12,26 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 import yaml
 
 from raysearch import tracking
 from raysearch.cli import main
-from tests.raysearch.search_fixtures import LARGE_EPS, PRUNING_TRIALS, SMALL_EPS, space_file
+from raysearch.search import launch
+from search_spaces.loader import load_space
+from tests.raysearch.search_fixtures import (
+    LARGE_EPS,
+    PRUNING_TRIALS,
+    SMALL_EPS,
+    TRIAL_PATHS,
+    space_file,
+)
 
 
 def _children(searched) -> list:
@@ -29,7 +39,8 @@ def _children(searched) -> list:
     return [run for run in searched["runs"] if run.data.tags.get(tracking.PARENT_TAG) == parent]
 
 
-def test_a_search_has_one_parent_run_and_one_child_run_per_trial(searched):
+def test_a_search_has_one_parent_run_and_one_child_run_per_trial(searched_either_path):
+    searched = searched_either_path
     result = searched["result"]
     parents = [r for r in searched["runs"] if r.data.tags.get(tracking.KIND_TAG) == "search"]
     assert [p.info.run_id for p in parents] == [result.parent_run_id]
@@ -44,7 +55,8 @@ def test_a_search_has_one_parent_run_and_one_child_run_per_trial(searched):
     assert "space/pruning.yaml" in space
 
 
-def test_each_trial_runs_with_exactly_what_optuna_sampled(searched):
+def test_each_trial_runs_with_exactly_what_optuna_sampled(searched_either_path):
+    searched = searched_either_path
     study_trials = {t.number: t for t in searched["study"].trials}
     for row in searched["result"].rows:
         sampled = study_trials[row.number].params
@@ -62,7 +74,8 @@ def test_each_trial_runs_with_exactly_what_optuna_sampled(searched):
         assert math.isclose(float(run.data.params["optim.lr"]), sampled["optim.lr"])
 
 
-def test_asha_prunes_the_trial_that_falls_behind_at_the_first_rung(searched):
+def test_asha_prunes_the_trial_that_falls_behind_at_the_first_rung(searched_either_path):
+    searched = searched_either_path
     rows = sorted(searched["result"].rows, key=lambda row: row.number)
     assert [row.params for row in rows] == PRUNING_TRIALS  # as enqueued, in order
     assert [row.status for row in rows] == ["finished", "finished", "pruned"]
@@ -84,7 +97,8 @@ def test_asha_prunes_the_trial_that_falls_behind_at_the_first_rung(searched):
     assert any("pruned by ASHA after epoch 1" in line for line in searched["lines"])
 
 
-def test_the_best_trial_and_the_summary_files(searched):
+def test_the_best_trial_and_the_summary_files(searched_either_path):
+    searched = searched_either_path
     result = searched["result"]
     (best,) = result.best
     assert best.number == 1 and best.status == "finished"  # the only small-eps trial
@@ -103,7 +117,8 @@ def test_the_best_trial_and_the_summary_files(searched):
     assert parent.data.metrics["trials_pruned"] == 1
 
 
-def test_pruned_trials_keep_no_more_checkpoints_than_configured(searched, tmp_path_factory):
+def test_pruned_trials_keep_no_more_checkpoints_than_configured(searched_either_path):
+    searched = searched_either_path
     result = searched["result"]
     pruned = next(row for row in result.rows if row.status == "pruned")
     root = Path(result.artifacts["csv"]).parents[1] / "jobs"
@@ -120,8 +135,9 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("trial_path", sorted(TRIAL_PATHS))
 def test_a_killed_search_resumes_without_rerunning_or_duplicating(
-    tmp_path, ray_local, capsys, monkeypatch
+    trial_path, tmp_path, ray_local, capsys, monkeypatch
 ):
     # The default stores (./mlflow.db, ./ray_results) of the directory the search runs in,
     # although trials run in Ray workers with other working directories.
@@ -129,7 +145,9 @@ def test_a_killed_search_resumes_without_rerunning_or_duplicating(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}
     budget = {"trials": 3, "concurrency": 1, "scheduler": "none", "seed": 0}
-    path = space_file(tmp_path, "killed", space, budget, stores=False)
+    path = space_file(
+        tmp_path, "killed", space, budget, stores=False, overrides=TRIAL_PATHS[trial_path]
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def finished_trials() -> int:
@@ -137,6 +155,9 @@ def test_a_killed_search_resumes_without_rerunning_or_duplicating(
         # it would race the schema creation.
         log_text = (tmp_path / "driver.log").read_text()
         return log_text.count(" finished: ")
+
+    def second_trial_started() -> bool:
+        return "trial 1 started" in (tmp_path / "driver.log").read_text()
 
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen(
@@ -148,7 +169,7 @@ def test_a_killed_search_resumes_without_rerunning_or_duplicating(
     )
     try:
         _wait_for(lambda: finished_trials() >= 1, 240, "the first trial to finish")
-        time.sleep(3)  # the second trial is under way
+        _wait_for(second_trial_started, 120, "the second trial to start")
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
@@ -184,6 +205,72 @@ def test_a_killed_search_resumes_without_rerunning_or_duplicating(
     study = optuna.load_study(study_name="killed", storage=result["study"]["storage"])
     assert sorted(t.state.name for t in study.trials).count("COMPLETE") == 3
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+
+def test_each_trial_path_keeps_its_checkpoints_in_the_job_folder(searched, searched_worker_group):
+    def checkpoints(searched) -> dict[int, list[str]]:
+        root = Path(searched["result"].artifacts["csv"]).parents[1] / "jobs"
+        return {
+            row.number: sorted(
+                p.name for p in next(root.glob(f"*-trial-{row.number:03d}")).glob("checkpoint_*")
+            )
+            for row in searched["result"].rows
+        }
+
+    # In process, the loop names them by epoch; on a worker group, Ray Train by time.
+    in_process, group = checkpoints(searched), checkpoints(searched_worker_group)
+    assert in_process[0] == ["checkpoint_epoch_000000", "checkpoint_epoch_000001"]
+    assert all(names and not any("epoch" in n for n in names) for names in group.values())
+    for run in (searched, searched_worker_group):
+        finished = next(row for row in run["result"].rows if row.status == "finished")
+        artifacts = run["client"].list_artifacts(finished.run_id, "checkpoint")
+        assert "checkpoint/state.pt" in {a.path for a in artifacts}
+
+
+def test_a_trial_killed_mid_job_restarts_from_its_last_checkpoint(tmp_path, ray_local):
+    # The trial runs its worker in its own process: killing that process fails the trial, Tune
+    # restarts it, and the job resumes after its last saved epoch, in the same MLflow run.
+    from ray.util.state import list_actors
+
+    space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}
+    budget = {"trials": 1, "concurrency": 1, "scheduler": "none", "seed": 0}
+    path = space_file(tmp_path, "trialkill", space, budget, overrides=["optim.epochs=3"])
+    jobs = tmp_path / "ray_results" / "searches" / "trialkill" / "jobs"
+    killed: list[int] = []
+    problems: list[BaseException] = []
+
+    def kill_the_trial_after_its_first_checkpoint() -> None:
+        try:
+            _wait_for(lambda: any(jobs.glob("*/checkpoint_epoch_*")), 240, "a checkpoint")
+            alive = [("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")]
+            (actor,) = list_actors(filters=alive)  # this search's only trial
+            os.kill(actor.pid, signal.SIGKILL)
+            killed.append(actor.pid)
+        except BaseException as error:  # reported by the test, not lost in this thread
+            problems.append(error)
+
+    killer = threading.Thread(target=kill_the_trial_after_its_first_checkpoint)
+    killer.start()
+    lines: list[str] = []
+    result = launch(load_space(path), space_file=path, name="trialkill", out=lines.append)
+    killer.join(timeout=60)
+    assert not problems and len(killed) == 1
+    (row,) = result.rows
+    assert (row.status, row.epochs) == ("finished", 3)
+    client = tracking.client(result.tracking_uri)
+    run = client.get_run(row.run_id)
+    assert run.info.status == "FINISHED"
+    # Every epoch logged once; the last ones by the restarted trial, which began after epoch 0.
+    history = client.get_metric_history(row.run_id, "epoch")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    starts = {m.step: m.value for m in client.get_metric_history(row.run_id, "start_epoch")}
+    assert starts[0] == 0 and starts[2] >= 1
+    assert any("restarting it from its last checkpoint" in line for line in lines)
+    assert any("trial 0 restarted (failure 1)" in line for line in lines)
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{result.parent_run_id}'"
+    )
+    assert len(children) == 1
 
 
 def test_a_bad_space_fails_before_ray_with_one_line(tmp_path, capsys):
