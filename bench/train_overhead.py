@@ -1,12 +1,15 @@
-"""Ray Train with one worker against the plain single-process loop, on the same job.
+"""The job's loop on Ray Train and in process against the plain single-process loop.
 
     python bench/train_overhead.py [--method tecoa] [--epochs 2] [--train-size 16000]
 
-Both sides fine-tune the same method from the same base weights with the same settings; the Ray
-side runs :func:`trainables.loop.train_loop_per_worker` in a one-worker ``TorchTrainer`` (with
-its per-epoch checkpoint and a small per-epoch evaluation), the plain side
-:func:`trainables.training.fit`. ``ray.init`` is timed separately and not counted: a search
-starts Ray once for all its trials. Prints both wall times and their ratio.
+Every side fine-tunes the same method from the same base weights with the same settings. The
+plain side is :func:`trainables.training.fit`; the others run the job's loop with its per-epoch
+checkpoint and a small per-epoch evaluation: :func:`trainables.loop.train_loop_per_worker` in a
+one-worker ``TorchTrainer`` with Ray Train's default 2 s controller poll (how every job ran
+before) and with raysearch's (``raysearch.runtime.TRAIN_POLL_SECONDS``: ``raysearch train``
+and multi-worker trials now), and :func:`trainables.loop.run_in_process` (one-worker search
+trials now). ``ray.init`` is timed separately and not counted: a search starts Ray once for all
+its trials. Prints the wall times and their ratios to the plain loop.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -28,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=16000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--polls",
+        default=None,
+        help="Ray Train controller poll intervals to compare, in seconds, comma-separated "
+        "(default: Ray's 2.0 and raysearch's)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -35,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from raysearch.runtime import TRAIN_POLL_SECONDS, TRAIN_POLL_VARIABLE, start_local_ray
     from trainables.data.embedded import load_embedded
     from trainables.evaluate import AttackSettings
     from trainables.hierarchy.shipped import load_shipped
-    from trainables.loop import JobSpec, train_loop_per_worker
+    from trainables.loop import JobSpec, run_in_process, train_loop_per_worker
     from trainables.methods import build_method, method_settings
     from trainables.pretrain import load_or_pretrain_base
     from trainables.training import OptimSettings, fit
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    ray.init(num_cpus=args.threads, dashboard_host="127.0.0.1")
+    start_local_ray(args.threads, 1, log_to_driver=False)
     init_seconds = time.perf_counter() - started
     spec = JobSpec(
         method=settings,
@@ -69,28 +80,42 @@ def main(argv: list[str] | None = None) -> int:
         forest=forest,
         final_profile=False,
     )
-    with tempfile.TemporaryDirectory() as storage:
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"spec": spec},
-            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": args.threads}),
-            run_config=RunConfig(name="overhead", storage_path=storage),
-        )
-        started = time.perf_counter()
-        result = trainer.fit()
-        ray_seconds = time.perf_counter() - started
+    timings = []
+    # Ray Train hands this process's value to the controller it starts for each fit().
+    names = {"2.0": "Ray's default poll (before)", TRAIN_POLL_SECONDS: "raysearch's poll"}
+    polls = args.polls.split(",") if args.polls else list(names)
+    for poll in polls:
+        label = names.get(poll, "poll")
+        os.environ[TRAIN_POLL_VARIABLE] = poll
+        with tempfile.TemporaryDirectory() as storage:
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config={"spec": spec},
+                scaling_config=ScalingConfig(
+                    num_workers=1, resources_per_worker={"CPU": args.threads}
+                ),
+                run_config=RunConfig(name="overhead", storage_path=storage),
+            )
+            started = time.perf_counter()
+            result = trainer.fit()
+            timings.append(
+                (f"Ray Train, 1 worker, {label} {poll} s", time.perf_counter() - started)
+            )
     ray.shutdown()
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        run_in_process(spec, folder)
+        timings.append(("in process (a one-worker search trial)", time.perf_counter() - started))
+
     print(
         f"{args.method}: {plain.steps} steps of batch {args.batch}, {args.threads} threads "
-        f"(ray.init {init_seconds:.1f} s, not counted)"
-    )
-    print(f"  plain loop       {plain_seconds:7.1f} s")
-    print(
-        f"  Ray Train, 1 wkr {ray_seconds:7.1f} s  (final step {result.metrics['step']}, "
-        f"last epoch {result.metrics['epoch_seconds']:.1f} s of training; plain "
+        f"(ray.init {init_seconds:.1f} s, not counted; last Ray epoch "
+        f"{result.metrics['epoch_seconds']:.1f} s of training, plain "
         f"{plain_seconds / max(1, math.ceil(args.epochs)):.1f} s per epoch)"
     )
-    print(f"  overhead ratio   {ray_seconds / plain_seconds:7.3f}")
+    print(f"  {'plain loop':<52}{plain_seconds:7.1f} s")
+    for label, seconds in timings:
+        print(f"  {label:<52}{seconds:7.1f} s   ratio {seconds / plain_seconds:6.3f}")
     return 0
 
 

@@ -476,8 +476,11 @@ def _launch(
                     num_samples=total,
                     trial_dirname_creator=trial_folder_name,
                     # The next trial runs in the process of the last one that ended: no new
-                    # process to start, no libraries to import again.
-                    reuse_actors=True,
+                    # process to start, no libraries to import again. Only for trials that
+                    # train in process: their thread ends at once when ASHA stops them (Tune
+                    # reports synchronously), while a worker group's trial is still inside its
+                    # fit() two seconds later, and Tune then fails the next trial instead.
+                    reuse_actors=footprint.in_process,
                 ),
                 run_config=run_config,
             )

@@ -69,7 +69,7 @@ def _train_worker_pids() -> list[int]:
 
 
 def _wait_for_checkpoint(job_dir: Path, timeout: float = 180.0) -> None:
-    """Wait until Ray Train has registered a checkpoint (it polls workers every 2 s; a
+    """Wait until Ray Train has registered a checkpoint (it polls its workers periodically; a
     checkpoint written but not yet registered is not used for a restart)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
