@@ -8,7 +8,7 @@ WORDNET := /usr/share/wordnet/data.noun
 PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 LOCK := locks/py$(PYTHON_VERSION).txt
 
-.PHONY: demo test test-fast lock
+.PHONY: demo test test-fast lock setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ $(WORDNET):
 	else \
 		echo "note: run 'sudo apt-get install -y wordnet-base' for the WordNet tree builder"; \
 	fi
+
+# Everything `make test` installs, without running the tests (CI times the two apart).
+setup: $(STAMP) $(WORDNET)
 
 demo: $(STAMP)
 	$(BIN)/raysearch demo
