@@ -11,6 +11,7 @@ from raysearch.runtime import (
     TrialFootprint,
     driver_resources,
     trial_capacity,
+    trial_resources,
 )
 from trainables.errors import UserInputError
 
@@ -154,3 +155,16 @@ def test_local_ray_listens_on_loopback_only(ray_local):
     addresses = _listening_addresses()
     assert "127.0.0.1" in addresses  # the check sees Ray's servers at all
     assert addresses <= LOOPBACK_ADDRESSES, addresses
+
+
+def test_a_trial_that_trains_in_process_holds_its_workers_resources_not_a_driver():
+    cluster = {"CPU": 2.0, "GPU": 1.0, DRIVER_RESOURCE: 64}
+    in_process = TrialFootprint(1, 1.0, 0.5, in_process=True)
+    assert trial_resources(cluster, in_process) == {"CPU": 1.0, "GPU": 0.5}
+    assert trial_capacity(cluster, in_process) == 2  # 2 CPUs, two halves of the GPU
+    cpu_only = TrialFootprint(1, 1.0, 0.0, in_process=True)
+    assert trial_resources({"CPU": 3.0}, cpu_only) == {"CPU": 1.0}
+    assert trial_capacity({"CPU": 3.0}, cpu_only) == 3  # no share kept for a driver
+    # A trial on a worker group keeps its driver slot.
+    group = TrialFootprint(1, 1.0, 0.0)
+    assert trial_resources(cluster, group) == driver_resources(cluster, group)

@@ -321,6 +321,11 @@ BAD_SPACES = [
     ({"optim.lr": LR}, {"budget": {"grace_epochs": 0}}, "`budget.grace_epochs` must be an integer"),
     ({"optim.lr": LR}, {"base": "missing.yaml"}, "`base` must be an existing config file"),
     ({"optim.lr": LR}, {"name": "a b"}, "`name` must be 1 to 64 characters"),
+    (
+        {"scaling.workers": {"type": "int", "low": 1, "high": 2}},
+        {},
+        "`space.scaling.workers` must be set in the base config or overrides",
+    ),
 ]
 
 
