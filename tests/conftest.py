@@ -9,6 +9,9 @@ the fixtures they use; ``make test-fast`` (``pytest -m "not slow"``) leaves them
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
 import torch
 
@@ -17,6 +20,24 @@ import torch
 SLOW_FIXTURES = frozenset(
     {"ray_local", "searched", "searched_worker_group", "searched_either_path", "base_model"}
 )
+
+
+#: Below this much free space a full run (checkpoints, the cached base model, Ray's logs and
+#: object spilling) can fill the disk, and a Ray job may then stall rather than fail.
+LOW_DISK_BYTES = 5 * 2**30
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Print the free space the run will write into, so a run that stalls on a full disk says so."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    line = f"free disk space in {folder}: {free / 2**30:.1f} GiB"
+    if free < LOW_DISK_BYTES:
+        line += f" (under {LOW_DISK_BYTES / 2**30:.0f} GiB: Ray jobs may stall on a full disk)"
+    reporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
