@@ -34,7 +34,7 @@ def main(only_before: bool = False) -> int:
 
     from raysearch.runtime import TRAIN_POLL_VARIABLE, start_local_ray
     from raysearch.search import launch
-    from search_spaces.loader import load_space
+    from raysearch.spaces import load_space
     from trainables.pretrain import load_or_pretrain_base
 
     load_or_pretrain_base()  # built once, outside both timings

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from raysearch.config import load_config, validate_with_data
     from raysearch.runtime import TRAIN_POLL_VARIABLE, start_local_ray
     from raysearch.search import launch
+    from raysearch.spaces import space_from_dict
     from raysearch.train import run_job
-    from search_spaces.loader import space_from_dict
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

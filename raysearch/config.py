@@ -40,7 +40,6 @@ Importing this module is cheap: the science (and torch with it) is imported on f
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 import types
@@ -56,6 +55,7 @@ from trainables.cache import content_key
 from trainables.errors import UserInputError, must
 from trainables.names import RULE as FOLDER_NAME_RULE
 from trainables.names import is_folder_name
+from trainables.numbers import is_finite_number, is_integer
 from trainables.readers import YamlRefused, expanded, is_file, load_yaml, read_text, yaml_reason
 
 if TYPE_CHECKING:
@@ -596,13 +596,12 @@ def _convert(hint: Any, value: Any) -> Any:
             return value
         raise _Mismatch
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if is_integer(value):
+            return int(value)
         raise _Mismatch
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                return float(value)
+        if is_finite_number(value):
+            return float(value)
         raise _Mismatch
     if hint is str:
         if isinstance(value, str):

@@ -35,6 +35,7 @@ from typing import Any
 from raysearch import stores, tracking
 from trainables.errors import must
 from trainables.names import is_folder_name
+from trainables.numbers import is_finite_number
 
 #: The final metrics shown for every trial.
 TRIAL_METRICS = ("clean_leaf", "robust_leaf", "worst_superclass", "transfer")
@@ -259,9 +260,7 @@ def _int_or_none(text: Any) -> int | None:
 
 
 def _finite_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+    return float(value) if is_finite_number(value) else None
 
 
 def search_info(run, children: Sequence = (), *, now: float | None = None) -> SearchInfo:

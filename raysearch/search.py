@@ -61,7 +61,6 @@ from raysearch.search_state import (
     NUMBER_KEY,
     OVERRIDES_KEY,
     SearchPaths,
-    finite_number,
     optuna_storage_url,
     resolve_search_name,
     searches_folder,
@@ -74,9 +73,10 @@ from raysearch.search_strategy import (
     build_scheduler,
     trial_folder_name,
 )
+from raysearch.spaces import SearchSpace
 from raysearch.train import run_job
-from search_spaces.loader import SearchSpace
 from trainables.errors import must
+from trainables.numbers import is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         verbose=context.verbose,
         close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
     )
-    final = {key: value for key, value in result.metrics.items() if finite_number(value)}
+    final = {key: value for key, value in result.metrics.items() if is_finite_number(value)}
     final.update({FINISHED_KEY: 1, "mlflow_run_id": result.run_id})
     if result.checkpoint:
         final["checkpoint"] = result.checkpoint
@@ -539,7 +539,7 @@ def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSp
     if result.best:
         best = result.best[0]
         for metric in space.metrics:
-            if finite_number(best.metrics.get(metric)):
+            if is_finite_number(best.metrics.get(metric)):
                 metrics.append(Metric(f"best_{metric}", float(best.metrics[metric]), stamp, 0))
         client.set_tag(parent_id, "raysearch.best_trial", str(best.number))
         if best.run_id:

@@ -17,10 +17,10 @@ from raysearch.search_state import (
     FINISHED_KEY,
     NUMBER_KEY,
     OVERRIDES_KEY,
-    finite_number,
     trial_job_name,
 )
-from search_spaces.loader import SearchSpace
+from raysearch.spaces import SearchSpace
+from trainables.numbers import is_finite_number
 
 
 def sampled_params(trial) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class Progress(tune.Callback):
     def _metrics(self, result: dict) -> str:
         shown = dict.fromkeys([*self.space.metrics, "clean_leaf", "robust_leaf"])
         return ", ".join(
-            f"{name} {result[name]:.3f}" for name in shown if finite_number(result.get(name))
+            f"{name} {result[name]:.3f}" for name in shown if is_finite_number(result.get(name))
         )
 
     def _tally(self, trials, ending, outcome: str) -> str:
@@ -160,7 +160,7 @@ class Progress(tune.Callback):
             (trial.last_result[objective.metric], self._number(trial))
             for trial, status in zip(trials, statuses, strict=True)
             if status == "finished"
-            and finite_number((trial.last_result or {}).get(objective.metric))
+            and is_finite_number((trial.last_result or {}).get(objective.metric))
         ]
         if finished:
             value, number = max(finished, key=lambda item: (sign * item[0], -item[1]))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainables.numbers import is_number
+
 #: Trial outcomes: ran every epoch / stopped early by the scheduler / raised / not ended yet.
 STATUSES = ("finished", "pruned", "failed", "unfinished")
 #: Metrics shown for every trial besides the objectives.
@@ -99,9 +101,7 @@ def summary_records(
             key
             for row in rows
             for key, value in row.metrics.items()
-            if isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and ("/" not in key or key in objectives)
+            if is_number(value) and ("/" not in key or key in objectives)
         }
         - {"epoch", "epochs_completed", "epochs_total", "start_epoch", "step", "trial_finished"}
     )

@@ -4,15 +4,13 @@ name, its trials' job names, and the keys a trial's config and results carry."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ray import tune
 
-from search_spaces.loader import SearchSpace
+from raysearch.spaces import SearchSpace
 from trainables.errors import must
 from trainables.names import check_folder_name
 from trainables.outputs import check_output_folder
@@ -129,8 +127,3 @@ def resolve_search_name(space: SearchSpace, name: str | None, resume: bool) -> s
 
 def trial_job_name(search: str, number: int) -> str:
     return f"{search}-trial-{number:03d}"
-
-
-def finite_number(value: Any) -> bool:
-    """A real, finite number (booleans are not numbers here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

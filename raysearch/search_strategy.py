@@ -19,8 +19,9 @@ from raysearch.private_api import (
     searcher_study,
     searcher_trials,
 )
-from raysearch.search_state import FINISHED_KEY, NUMBER_KEY, OVERRIDES_KEY, finite_number
-from search_spaces.loader import SearchSpace
+from raysearch.search_state import FINISHED_KEY, NUMBER_KEY, OVERRIDES_KEY
+from raysearch.spaces import SearchSpace
+from trainables.numbers import is_finite_number
 
 
 class StudySearch(OptunaSearch):
@@ -73,7 +74,7 @@ class StudySearch(OptunaSearch):
         if isinstance(self.metric, list) or trial_id not in searcher_trials(self):
             return  # Optuna keeps no intermediate values for several objectives
         value, step = result.get(self.metric), result.get("epochs_completed")
-        if finite_number(value) and step is not None:
+        if is_finite_number(value) and step is not None:
             trial = searcher_trials(self)[trial_id]
             stored = self._stored(trial_id)
             if stored.state.name == "RUNNING" and int(step) not in stored.intermediate_values:
@@ -101,7 +102,7 @@ class StudySearch(OptunaSearch):
             # Tune does not pass the result that made ASHA stop a trial to on_trial_result.
             self._report(trial_id, result or {})
             state, told = TrialState.PRUNED, None
-        elif all(finite_number(value) for value in values):
+        elif all(is_finite_number(value) for value in values):
             state, told = TrialState.COMPLETE, [float(value) for value in values]
         else:
             state, told = TrialState.FAIL, None

@@ -21,7 +21,6 @@ similarities) and FARE (squared distance to the original model's clean features)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ from trainables import geometry
 from trainables.errors import must
 from trainables.margins import MarginSchedule, level_margins
 from trainables.model import HeadLayout, HeadOutput
+from trainables.numbers import is_finite_number
 
 __all__ = [
     "FARELoss",
@@ -56,18 +56,13 @@ FOREST_REDUCTIONS = ("sum", "mean")
 Objective = Callable[[HeadOutput, torch.Tensor], torch.Tensor]
 
 
-def _real(value) -> bool:
-    """A finite real number (bools excluded)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_choice(name: str, value, choices: Sequence[str]) -> None:
     if value not in choices:
         raise must(name, f"one of {list(choices)}", value)
 
 
 def _check_non_negative(name: str, value) -> None:
-    if not (_real(value) and value >= 0):
+    if not (is_finite_number(value) and value >= 0):
         raise must(name, "a finite number >= 0", value)
 
 

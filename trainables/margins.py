@@ -18,7 +18,6 @@ where :attr:`trainables.model.HeadOutput.temperature` is ``tau`` or ``1 / logit_
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,16 +25,12 @@ import torch.nn.functional as F
 
 from trainables.errors import must
 from trainables.geometry import max_viable_margin
+from trainables.numbers import is_finite_number
 
 __all__ = ["MARGIN_SHAPES", "MarginSchedule", "apply_margin", "level_margins"]
 
 #: The shapes a margin schedule may take over the levels.
 MARGIN_SHAPES = ("constant", "linear", "geometric", "theorem")
-
-
-def _real(value) -> bool:
-    """A finite real number (bools excluded: ``True`` is not a margin)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -71,13 +66,13 @@ class MarginSchedule:
     def __post_init__(self) -> None:
         if self.shape not in MARGIN_SHAPES:
             raise must("margins.shape", f"one of {list(MARGIN_SHAPES)}", self.shape)
-        if not (_real(self.base) and self.base >= 0):
+        if not (is_finite_number(self.base) and self.base >= 0):
             raise must("margins.base", "a finite number >= 0", self.base)
-        if not (_real(self.ratio) and 0 < self.ratio <= 1):
+        if not (is_finite_number(self.ratio) and 0 < self.ratio <= 1):
             raise must("margins.ratio", "a number in (0, 1]", self.ratio)
-        if not (_real(self.kappa) and 0 <= self.kappa <= 1):
+        if not (is_finite_number(self.kappa) and 0 <= self.kappa <= 1):
             raise must("margins.kappa", "a number in [0, 1]", self.kappa)
-        if not (_real(self.warmup_epochs) and self.warmup_epochs >= 0):
+        if not (is_finite_number(self.warmup_epochs) and self.warmup_epochs >= 0):
             raise must("margins.warmup_epochs", "a finite number >= 0", self.warmup_epochs)
 
     @property
@@ -87,7 +82,7 @@ class MarginSchedule:
 
     def warmup(self, epoch: float) -> float:
         """The warm-up factor ``min(1, epoch / warmup_epochs)`` (1 without warm-up)."""
-        if not (_real(epoch) and epoch >= 0):
+        if not (is_finite_number(epoch) and epoch >= 0):
             raise must("epoch", "a finite number >= 0", epoch)
         if self.warmup_epochs == 0:
             return 1.0

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from trainables.errors import UserInputError, must
+from trainables.numbers import is_integer
 
 if TYPE_CHECKING:
     import torch
@@ -558,9 +559,7 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _int_list(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
-    )
+    return isinstance(value, list) and all(is_integer(item) and item >= 0 for item in value)
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from raysearch.commands.pretrain import describe_base, level_sizes
     from raysearch.report import show_progress_logs
     from raysearch.search import launch
-    from search_spaces.loader import load_space
+    from raysearch.spaces import load_space
     from trainables.data.embedded import load_embedded
     from trainables.hierarchy.shipped import load_shipped
     from trainables.pretrain import load_or_pretrain_base

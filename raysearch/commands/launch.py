@@ -55,7 +55,7 @@ def _row_dict(row) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search_spaces.loader import load_space
+    from raysearch.spaces import load_space
 
     space = load_space(args.space)  # every mistake in the file surfaces here, before Ray starts
     from raysearch.search import launch

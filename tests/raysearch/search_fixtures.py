@@ -11,7 +11,7 @@ import yaml
 from raysearch import tracking
 from raysearch.search import launch
 from raysearch.search_state import optuna_storage_url, searches_folder
-from search_spaces.loader import load_space
+from raysearch.spaces import load_space
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SMALL_EPS, LARGE_EPS = 0.0001, 0.2

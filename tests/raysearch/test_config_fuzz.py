@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raysearch.config import ExperimentConfig, load_config, validate_with_data
-from search_spaces.loader import SearchSpace, load_space
+from raysearch.spaces import SearchSpace, load_space
 from tests.fuzz_text import deep_nesting, fuzz_settings, yaml_documents, yaml_values
 from trainables.errors import UserInputError
 

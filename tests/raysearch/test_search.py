@@ -24,7 +24,7 @@ import yaml
 from raysearch import tracking
 from raysearch.cli import main
 from raysearch.search import launch
-from search_spaces.loader import load_space
+from raysearch.spaces import load_space
 from tests.raysearch.search_fixtures import (
     LARGE_EPS,
     PRUNING_TRIALS,

@@ -38,7 +38,7 @@ from raysearch.search_strategy import (
     build_sampler,
     build_scheduler,
 )
-from search_spaces.loader import load_space, space_from_dict
+from raysearch.spaces import load_space, space_from_dict
 from trainables.errors import UserInputError
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"

@@ -74,14 +74,14 @@ The two special parameters:
   (or when it is not sampled) the depths apply to the base config's trees. ``depth`` must come
   after ``trees``.
 
-Checks (all in :func:`load_space`): unknown keys at every level, distributions and their bounds,
-every parameter path and every value a parameter can take (each choice, both ends of a range,
-the fixed value) applied to the base config and built, ``when`` references, tree names and
-depths against the base config's forest, objectives and budget, and one representative trial
-(first choices, low ends) built and checked against the forest. Errors are
-:class:`~trainables.errors.UserInputError` with one line, "`field` must be ..., but got ....",
-named by where the mistake is in the file (``space.optim.lr.low``, ``objective.metric``,
-``budget.trials``).
+Checks (all in :func:`load_space`; the parameters' own in :mod:`raysearch.space_params`):
+unknown keys at every level, distributions and their bounds, every parameter path and every
+value a parameter can take (each choice, both ends of a range, the fixed value) applied to the
+base config and built, ``when`` references, tree names and depths against the base config's
+forest, objectives and budget, and one representative trial (first choices, low ends) built and
+checked against the forest. Errors are :class:`~trainables.errors.UserInputError` with one line,
+"`field` must be ..., but got ....", named by where the mistake is in the file
+(``space.optim.lr.low``, ``objective.metric``, ``budget.trials``).
 
 :meth:`SearchSpace.suggest` is the define-by-run function OptunaSearch calls with an Optuna trial:
 it only samples and returns ``{dotted config key: value}`` (with ``method.trees`` and
@@ -91,9 +91,7 @@ config and checks the result.
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,13 +104,22 @@ from raysearch.config import (
     _parse_yaml,
     apply_overrides,
     config_from_dict,
-    flatten,
     parse_override,
     read_config_dict,
     validate_with_data,
 )
-from trainables.errors import UserInputError, must
+from raysearch.space_params import (
+    DISTRIBUTIONS,
+    SUBSET_SEPARATOR,
+    Param,
+    check_keys,
+    is_active,
+    mapping_of,
+    parse_params,
+)
+from trainables.errors import must
 from trainables.names import check_folder_name
+from trainables.numbers import is_finite_number, is_integer
 from trainables.readers import expanded, is_file, read_text, yaml_reason
 
 __all__ = [
@@ -126,7 +133,6 @@ __all__ = [
     "SearchSpace",
     "load_space",
 ]
-
 #: Metrics every trial reports, whatever its trees.
 BASE_METRICS = ("clean_leaf", "robust_leaf", "transfer", "worst_superclass", "loss")
 #: The zero-shot suite's averages (validation split), reported when the base config has a suite.
@@ -136,29 +142,10 @@ ZEROSHOT_METRICS = ("zeroshot_clean", "zeroshot_robust")
 FINAL_METRICS = ("transfer", "worst_superclass")
 #: Reported, never selected on: the prefix of every test-split metric.
 TEST_PREFIX = "test/"
-#: Distribution types of ordinary parameters.
-DISTRIBUTIONS = ("categorical", "int", "float", "fixed")
 SCHEDULERS = ("asha", "none")
 MODES = ("max", "min")
-
 _TOP_KEYS = ("name", "base", "overrides", "objective", "budget", "space")
 _BUDGET_KEYS = ("trials", "concurrency", "scheduler", "grace_epochs", "reduction_factor", "seed")
-_PARAM_KEYS = {
-    "categorical": ("type", "choices", "when"),
-    "int": ("type", "low", "high", "step", "log", "when"),
-    "float": ("type", "low", "high", "step", "log", "when"),
-    "fixed": ("type", "value", "when"),
-    "subset": ("type", "of", "min", "max", "when"),
-    "depth": ("type", "low", "high", "per_tree", "when"),
-}
-_SEPARATOR = "+"
-_MAX_SUBSETS = 4096
-_MUST = re.compile(r"`([^`]+)` must be (.*), but got .*", re.DOTALL)
-#: Config keys the special parameters set; writing them in `space` directly is refused.
-_RESERVED = {"method.trees": "trees", "method.depths": "depth"}
-
-
-# -- the parts of a search space ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -179,27 +166,6 @@ class Budget:
     grace_epochs: int = 1
     reduction_factor: int = 3
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Param:
-    """One entry of ``space``.
-
-    ``kind`` is a distribution type, ``"subset"`` (the ``trees`` entry) or ``"depth"``. ``when``
-    is ``((param, (accepted values...)), ...)``. For ``subset``, ``choices`` are the subsets
-    written ``"a+b"``; for ``depth``, ``ranges`` maps each candidate tree to its ``(low, high)``.
-    """
-
-    name: str
-    kind: str
-    choices: tuple[Any, ...] = ()
-    low: float | int | None = None
-    high: float | int | None = None
-    step: float | int | None = None
-    log: bool = False
-    value: Any = None
-    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -245,7 +211,7 @@ class SearchSpace:
         for param in self.params:
             if param.name == "optim.epochs":
                 values = [param.value] if param.kind == "fixed" else [*param.choices, param.high]
-                highest = max([highest] + [float(v) for v in values if _finite(v)])
+                highest = max([highest] + [float(v) for v in values if is_finite_number(v)])
         return max(1, math.ceil(highest))
 
     @property
@@ -262,7 +228,7 @@ class SearchSpace:
         result: dict[str, Any] = {}
         trees: list[str] | None = None
         for param in self.params:
-            if not _active(param, sampled):
+            if not is_active(param, sampled):
                 continue
             if param.kind == "fixed":
                 value = param.value
@@ -287,7 +253,7 @@ class SearchSpace:
                 continue
             sampled[param.name] = value
             if param.kind == "subset":
-                trees = value.split(_SEPARATOR)
+                trees = value.split(SUBSET_SEPARATOR)
                 result["method.trees"] = trees
             else:
                 result[param.name] = value
@@ -298,47 +264,6 @@ class SearchSpace:
         config = config_from_dict(apply_overrides(self.base_dict, params))
         validate_with_data(config)
         return config
-
-
-def _active(param: Param, sampled: Mapping[str, Any]) -> bool:
-    return all(name in sampled and _matches(sampled[name], values) for name, values in param.when)
-
-
-def _matches(value: Any, accepted: tuple[Any, ...]) -> bool:
-    # 1 == True in Python; a condition on a boolean must not accept the integer.
-    return any(value == item and type(value) is type(item) for item in accepted) or any(
-        _number(value) and _number(item) and value == item for item in accepted
-    )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    return _number(value) and math.isfinite(value)
-
-
-# -- loading --------------------------------------------------------------------------------
-
-
-def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise must(where, what, value)
-    return dict(value)
-
-
-def _keys(section: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
-    for key in section:
-        if key not in allowed:
-            prefix = f"{where}." if where else ""
-            raise must(f"{prefix}{key}", f"one of the keys [{', '.join(allowed)}]", key)
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -356,8 +281,8 @@ def load_space(path: str | Path) -> SearchSpace:
 def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
     """Check a search space given as its nested mapping; ``base`` paths are relative to
     ``folder``."""
-    data = _mapping(data, "search space", "a mapping with the keys name, base, objective, space")
-    _keys(data, "", _TOP_KEYS)
+    data = mapping_of(data, "search space", "a mapping with the keys name, base, objective, space")
+    check_keys(data, "", _TOP_KEYS)
     name = check_folder_name(data.get("name"), "name")
 
     base_dict = _base_dict(data.get("base"), data.get("overrides"), Path(folder))
@@ -385,7 +310,7 @@ def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
             "last epoch (ASHA compares trials on it after every epoch)",
             budget.scheduler,
         )
-    params = _params(data.get("space"), base_dict, base, depths, default_trees)
+    params = parse_params(data.get("space"), base_dict, base, depths, default_trees)
     space = SearchSpace(
         name=name,
         base=base,
@@ -445,8 +370,8 @@ def _objectives(
         ]
     result = []
     for item in items:
-        item = _mapping(item, "objective", "a mapping {metric, mode}")
-        _keys(item, "objective", ("metric", "mode"))
+        item = mapping_of(item, "objective", "a mapping {metric, mode}")
+        check_keys(item, "objective", ("metric", "mode"))
         metric, mode = item.get("metric"), item.get("mode")
         if isinstance(metric, str) and metric.startswith(TEST_PREFIX):
             raise must(
@@ -470,243 +395,20 @@ def _objectives(
 
 
 def _budget(value: Any) -> Budget:
-    section = _mapping(value, "budget", "a mapping of trials, concurrency, scheduler, ...")
-    _keys(section, "budget", _BUDGET_KEYS)
+    section = mapping_of(value, "budget", "a mapping of trials, concurrency, scheduler, ...")
+    check_keys(section, "budget", _BUDGET_KEYS)
     budget = Budget(**section)
     checked = (("trials", 1), ("grace_epochs", 1), ("reduction_factor", 2), ("seed", 0))
     if budget.concurrency != "auto":
         checked += (("concurrency", 1),)
     for key, low in checked:
         got = getattr(budget, key)
-        if not _integer(got) or got < low:
+        if not is_integer(got) or got < low:
             shown = f"an integer >= {low}" + (' or "auto"' if key == "concurrency" else "")
             raise must(f"budget.{key}", shown, got)
     if budget.scheduler not in SCHEDULERS:
         raise must("budget.scheduler", f"one of {list(SCHEDULERS)}", budget.scheduler)
     return budget
-
-
-def _params(
-    value: Any,
-    base_dict: Mapping[str, Any],
-    base: ExperimentConfig,
-    depths: Mapping[str, int],
-    default_trees: tuple[str, ...],
-) -> tuple[Param, ...]:
-    space = _mapping(value, "space", "a mapping of parameters")
-    if not space:
-        raise must("space", "at least one parameter", value)
-    known = set(flatten(base))
-    params: dict[str, Param] = {}
-    candidates = default_trees  # the trees `depth` may be sampled for
-    for name, spec in space.items():
-        where = f"space.{name}"
-        if not isinstance(name, str):
-            raise must("space", "parameters named by strings", name)
-        spec = _mapping(spec, where, "a mapping with a `type`")
-        kind = spec.get("type")
-        if name == "trees":
-            if kind != "subset":
-                raise must(f"{where}.type", "'subset'", kind)
-        elif name == "depth":
-            if kind != "int":
-                raise must(f"{where}.type", "'int'", kind)
-            kind = "depth"
-        elif name in _RESERVED:
-            raise must("space", f"the parameter `{_RESERVED[name]}` instead of `{name}`", name)
-        elif name not in known:
-            raise must(where, "a setting of the experiment config, such as optim.lr", name)
-        elif name.startswith("scaling."):
-            # Every trial's resources are reserved, and its trial path chosen, from the base.
-            raise must(where, "set in the base config or overrides (one scaling per search)", name)
-        elif kind not in DISTRIBUTIONS:
-            raise must(f"{where}.type", f"one of {list(DISTRIBUTIONS)}", kind)
-        _keys(spec, where, _PARAM_KEYS[kind])
-        when = _when(spec.get("when"), where, params)
-        if kind == "subset":
-            param = _subset(spec, where, depths, when)
-            candidates = _subset_candidates(spec, depths)
-        elif kind == "depth":
-            if "trees" not in params and "trees" in space:
-                raise must("space.depth", "after `trees` in the file", "depth")
-            param = _depth(spec, where, depths, candidates, when)
-        elif kind == "categorical":
-            param = _categorical(spec, where, name, when)
-        elif kind == "fixed":
-            if "value" not in spec:
-                raise must(f"{where}.value", "given", None)
-            param = Param(name, kind, value=spec["value"], when=when)
-        else:
-            param = _numeric(spec, where, name, kind, when)
-        if kind not in ("subset", "depth"):
-            _check_values(param, base_dict, where)
-        params[name] = param
-    return tuple(params.values())
-
-
-def _when(value: Any, where: str, earlier: Mapping[str, Param]) -> tuple:
-    if value is None:
-        return ()
-    section = _mapping(value, f"{where}.when", "a mapping {parameter: value or [values]}")
-    if not section:
-        raise must(f"{where}.when", "a non-empty mapping {parameter: value or [values]}", value)
-    result = []
-    for name, accepted in section.items():
-        if name not in earlier:
-            raise must(f"{where}.when", "a parameter defined earlier in `space`", name)
-        values = tuple(accepted) if isinstance(accepted, list) else (accepted,)
-        if not values:
-            raise must(f"{where}.when.{name}", "a value or a non-empty list of values", accepted)
-        other = earlier[name]
-        if other.kind in ("categorical", "subset"):
-            for item in values:
-                if not _matches(item, other.choices):
-                    raise must(
-                        f"{where}.when.{name}", f"among the choices {list(other.choices)}", item
-                    )
-        elif other.kind == "fixed":
-            pass
-        elif other.kind == "depth":
-            raise must(f"{where}.when", "a parameter other than `depth`", name)
-        else:
-            for item in values:
-                if not (_number(item) and other.low <= item <= other.high):
-                    raise must(
-                        f"{where}.when.{name}",
-                        f"in [{other.low}, {other.high}], the range of `{name}`",
-                        item,
-                    )
-        result.append((name, values))
-    return tuple(result)
-
-
-def _subset_candidates(spec: Mapping[str, Any], depths: Mapping[str, int]) -> tuple[str, ...]:
-    of = spec.get("of")
-    return tuple(of) if of is not None else tuple(depths)
-
-
-def _subset(spec: Mapping[str, Any], where: str, depths: Mapping[str, int], when) -> Param:
-    of = spec.get("of", list(depths))
-    if not isinstance(of, list) or not of:
-        raise must(f"{where}.of", "a non-empty list of tree names", of)
-    for tree in of:
-        if tree not in depths:
-            raise must(f"{where}.of", f"names of trees in [{', '.join(depths)}]", tree)
-    if len(set(of)) != len(of):
-        raise must(f"{where}.of", "distinct tree names", of)
-    low, high = spec.get("min", 1), spec.get("max", len(of))
-    if not _integer(low) or not 1 <= low <= len(of):
-        raise must(f"{where}.min", f"an integer in [1, {len(of)}]", low)
-    if not _integer(high) or not low <= high <= len(of):
-        raise must(f"{where}.max", f"an integer in [{low}, {len(of)}] (min to len(of))", high)
-    count = sum(math.comb(len(of), size) for size in range(low, high + 1))
-    if count > _MAX_SUBSETS:
-        raise must(where, f"at most {_MAX_SUBSETS} subsets of trees", count)
-    choices = tuple(
-        _SEPARATOR.join(subset)
-        for size in range(low, high + 1)
-        for subset in itertools.combinations(of, size)
-    )
-    return Param("trees", "subset", choices=choices, low=low, high=high, when=when)
-
-
-def _depth(
-    spec: Mapping[str, Any],
-    where: str,
-    depths: Mapping[str, int],
-    candidates: tuple[str, ...],
-    when,
-) -> Param:
-    per_tree = _mapping(spec.get("per_tree"), f"{where}.per_tree", "a mapping {tree: {low, high}}")
-    for tree in per_tree:
-        if tree not in candidates:
-            raise must(
-                f"{where}.per_tree", f"names of the candidate trees [{', '.join(candidates)}]", tree
-            )
-    ranges: dict[str, tuple[int, int]] = {}
-    for tree in candidates:
-        if tree in per_tree:
-            inner = _mapping(per_tree[tree], f"{where}.per_tree.{tree}", "a mapping {low, high}")
-            _keys(inner, f"{where}.per_tree.{tree}", ("low", "high"))
-            field_prefix, source = f"{where}.per_tree.{tree}", inner
-        else:
-            field_prefix, source = where, spec
-        low, high = source.get("low", 1), source.get("high", depths[tree])
-        top = depths[tree]
-        if not _integer(low) or not 1 <= low <= top:
-            raise must(f"{field_prefix}.low", f"an integer in [1, {top}] for tree `{tree}`", low)
-        if not _integer(high) or not low <= high <= top:
-            hint = "" if tree in per_tree else "; give `per_tree` ranges for shallower trees"
-            raise must(
-                f"{field_prefix}.high",
-                f"an integer in [{low}, {top}], the depth of tree `{tree}`{hint}",
-                high,
-            )
-        ranges[tree] = (low, high)
-    return Param("depth", "depth", when=when, ranges=ranges)
-
-
-def _categorical(spec: Mapping[str, Any], where: str, name: str, when) -> Param:
-    choices = spec.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise must(f"{where}.choices", "a non-empty list", choices)
-    for item in choices:
-        if item is not None and not isinstance(item, (str, int, float, bool)):
-            raise must(f"{where}.choices", "scalars (strings, numbers, booleans, null)", item)
-    for index, item in enumerate(choices):
-        if _matches(item, tuple(choices[:index])):
-            raise must(f"{where}.choices", "distinct values", item)
-    return Param(name, "categorical", choices=tuple(choices), when=when)
-
-
-def _numeric(spec: Mapping[str, Any], where: str, name: str, kind: str, when) -> Param:
-    check, what = (_integer, "an integer") if kind == "int" else (_finite, "a finite number")
-    for key in ("low", "high"):
-        if not check(spec.get(key)):
-            raise must(f"{where}.{key}", what, spec.get(key))
-    low, high = spec["low"], spec["high"]
-    if low > high:
-        raise must(f"{where}.low", f"<= high ({high})", low)
-    log, step = spec.get("log", False), spec.get("step")
-    if not isinstance(log, bool):
-        raise must(f"{where}.log", "true or false", log)
-    if step is not None:
-        if not check(step) or not step > 0:
-            raise must(f"{where}.step", f"{what} > 0", step)
-        if log:
-            raise must(f"{where}.step", "null when log is true", step)
-        if kind == "int" and (high - low) % step:
-            raise must(f"{where}.high", f"low + a multiple of step ({low} + k * {step})", high)
-        if kind == "float" and not math.isclose(
-            round((high - low) / step) * step, high - low, rel_tol=1e-9, abs_tol=1e-12
-        ):
-            raise must(f"{where}.high", f"low + a multiple of step ({low} + k * {step})", high)
-    if log and not low > 0:
-        low_bound = "an integer >= 1" if kind == "int" else "> 0"
-        raise must(f"{where}.low", f"{low_bound} when log is true", low)
-    if kind == "float":
-        low, high = float(low), float(high)
-    return Param(name, kind, low=low, high=high, step=step, log=log, when=when)
-
-
-def _check_values(param: Param, base_dict: Mapping[str, Any], where: str) -> None:
-    """Build the base config with every value ``param`` can take at its ends."""
-    if param.kind == "categorical":
-        tries = [("choices", item) for item in param.choices]
-    elif param.kind == "fixed":
-        tries = [("value", param.value)]
-    else:
-        tries = [("low", param.low), ("high", param.high)]
-    for key, item in tries:
-        try:
-            config_from_dict(apply_overrides(base_dict, {param.name: item}))
-        except UserInputError as error:
-            match = _MUST.fullmatch(str(error))
-            if match and match.group(1) == param.name:
-                constraint = match.group(2)
-            else:
-                constraint = f"accepted by the base config ({error})"
-            raise must(f"{where}.{key}", constraint, item) from None
 
 
 def _representative(space: SearchSpace) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from search_spaces.loader import load_space
+from raysearch.spaces import load_space
 from trainables.errors import UserInputError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
