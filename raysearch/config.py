@@ -56,7 +56,15 @@ from trainables.errors import UserInputError, must
 from trainables.names import RULE as FOLDER_NAME_RULE
 from trainables.names import is_folder_name
 from trainables.numbers import is_finite_number, is_integer
-from trainables.readers import YamlRefused, expanded, is_file, load_yaml, read_text, yaml_reason
+from trainables.readers import (
+    RepeatedKey,
+    YamlRefused,
+    expanded,
+    is_file,
+    load_yaml,
+    read_text,
+    yaml_reason,
+)
 
 if TYPE_CHECKING:
     from trainables.evaluate import AttackSettings
@@ -382,42 +390,7 @@ class ExperimentConfig:
 # -- reading YAML and overrides ---------------------------------------------------------------
 
 
-class _RepeatedKey(Exception):
-    def __init__(self, key: Any, line: int) -> None:
-        super().__init__(key)
-        self.key, self.line = key, line
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses repeated keys and reads ``1e-3`` as a number."""
-
-
-def _construct_mapping(loader: _ConfigLoader, node: yaml.MappingNode, deep: bool = False):
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *anchor` keys may be overridden by the mapping's own keys
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise _RepeatedKey(key, key_node.start_mark.line + 1)
-        seen.add(key)
-    loader.flatten_mapping(node)  # merged keys first, so the mapping's own keys win
-    return {
-        loader.construct_object(key_node, deep=True): loader.construct_object(value_node, deep=True)
-        for key_node, value_node in node.value
-    }
-
-
-_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# YAML 1.1 (PyYAML) needs a dot in a float; YAML 1.2 and every user also mean 1e-3 as a number.
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _parse_yaml(text: str, where: str, field: str = "config"):
+def parse_yaml(text: str, where: str, field: str = "config"):
     """Parse strict YAML; a document past the bounds of :func:`trainables.readers.load_yaml`
     (an alias bomb, deep nesting, a list as a key) is refused before it is built.
 
@@ -425,10 +398,10 @@ def _parse_yaml(text: str, where: str, field: str = "config"):
     text that is not YAML raises ``yaml.YAMLError`` for the caller to phrase.
     """
     try:
-        return load_yaml(text, _ConfigLoader)
+        return load_yaml(text)
     except YamlRefused as refused:
         raise must(field, f"YAML {refused.constraint}", f"<{where}: {refused.detail}>") from None
-    except _RepeatedKey as repeated:
+    except RepeatedKey as repeated:
         raise must(
             field,
             "YAML with each key once per section",
@@ -449,7 +422,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, _, raw = text.partition("=")
     key = key.strip()
     try:
-        return key, _parse_yaml(raw, f"override {key}", key)
+        return key, parse_yaml(raw, f"override {key}", key)
     except yaml.YAMLError:
         raise must(key, "a YAML value", raw) from None
 
@@ -486,7 +459,7 @@ def read_config_dict(path: str | Path | None, overrides: Sequence[str] = ()) -> 
             raise must("config", "an existing YAML file", str(path))
         text = read_text(file)
         try:
-            data = _parse_yaml(text, str(path))
+            data = parse_yaml(text, str(path))
         except yaml.YAMLError as error:
             raise must("config", "valid YAML", f"<{path}: {yaml_reason(error)}>") from None
         if data is None:

@@ -101,10 +101,10 @@ import yaml
 
 from raysearch.config import (
     ExperimentConfig,
-    _parse_yaml,
     apply_overrides,
     config_from_dict,
     parse_override,
+    parse_yaml,
     read_config_dict,
     validate_with_data,
 )
@@ -272,7 +272,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not is_file(file):
         raise must("search space", "an existing YAML file", str(path))
     try:
-        data = _parse_yaml(read_text(file), str(path), "search space")
+        data = parse_yaml(read_text(file), str(path), "search space")
     except yaml.YAMLError as error:
         raise must("search space", "valid YAML", f"<{path}: {yaml_reason(error)}>") from None
     return space_from_dict(data, file.parent)

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "RepeatedKey",
+    "StrictLoader",
     "MAX_DEPTH",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
@@ -190,6 +192,47 @@ def read_text(path: Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
 # -- YAML -------------------------------------------------------------------------------------
 
 
+class RepeatedKey(Exception):
+    """A key given twice in one YAML mapping (YAML requires keys to be unique; PyYAML keeps the
+    last silently). ``first`` and ``second`` are the two values, ``line`` the second's line."""
+
+    def __init__(self, key: Any, first: Any, second: Any, line: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second, self.line = key, first, second, line
+
+
+class StrictLoader(yaml.SafeLoader):
+    """The one YAML loader of raysearch's files: ``yaml.SafeLoader`` that refuses a key repeated
+    within one mapping (:class:`RepeatedKey`) and reads ``1e-3`` as a number."""
+
+
+def _unique_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    first_values: dict[Any, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` keys may be overridden by the mapping's own keys
+        key = loader.construct_object(key_node, deep=True)
+        if key in first_values:
+            first = loader.construct_object(first_values[key], deep=True)
+            second = loader.construct_object(value_node, deep=True)
+            raise RepeatedKey(key, first, second, key_node.start_mark.line + 1)
+        first_values[key] = value_node
+    loader.flatten_mapping(node)  # merged keys first, so the mapping's own keys win
+    return {
+        loader.construct_object(key_node, deep=True): loader.construct_object(value_node, deep=True)
+        for key_node, value_node in node.value
+    }
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+# YAML 1.1 (PyYAML) needs a dot in a float; YAML 1.2 and every user also mean 1e-3 as a number.
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 class YamlRefused(ValueError):
     """A YAML document refused before it is built.
 
@@ -303,7 +346,7 @@ def _bound_composition(loader: yaml.SafeLoader) -> None:
     loader.compose_node = bounded  # the composer calls it through the instance
 
 
-def load_yaml(text: str, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+def load_yaml(text: str, loader_class: type[yaml.SafeLoader] = StrictLoader) -> Any:
     """Parse one YAML document with ``loader_class`` (a SafeLoader), checked before it is built.
 
     Raises :class:`YamlRefused` for a document past the module's bounds (too many nodes once
@@ -336,7 +379,7 @@ def yaml_reason(error: yaml.YAMLError) -> str:
     return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
-def read_yaml(path: Path, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+def read_yaml(path: Path, loader_class: type[yaml.SafeLoader] = StrictLoader) -> Any:
     """The YAML document of ``path`` (None for an empty one), bounded as :func:`load_yaml`.
 
     Exceptions of ``loader_class``'s own constructors (a repeated key, say) pass through.

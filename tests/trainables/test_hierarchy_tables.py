@@ -111,6 +111,7 @@ def test_plain_tables_give_the_same_tree(tmp_path, forest):
         ("number.json", "3", "must hold a mapping of child to parent"),
         ("nested.yaml", "a: {b: c}\n", "child and parent must be non-empty names"),
         ("twice.yaml", "a: X\nb: X\na: Y\n", "child `a` is listed twice with different parents"),
+        ("again.yaml", "a: X\nb: X\na: X\n", "child `a` is listed twice (line 3)"),
         ("twice.json", '{"a": "X", "b": "X", "a": "Y"}', "child `a` is listed twice"),
         ("twice.csv", "child,parent\na,X\nb,X\na,Y\n", "child `a` is listed twice"),
         ("header.csv", "kid,parent\na,X\n", "the header must be child,parent"),

@@ -30,6 +30,8 @@ from trainables.readers import (
     MAX_DEPTH,
     MAX_TEXT_BYTES,
     MAX_YAML_NODES,
+    RepeatedKey,
+    StrictLoader,
     YamlRefused,
     check_weights_file,
     load_json,
@@ -584,9 +586,28 @@ def test_damaged_weights_files_meet_the_contract(tmp_path, case):
 
 
 @FUZZ
-@given(text=yaml_documents())
-def test_yaml_parsing_is_a_value_or_a_refusal(text):
+@given(text=yaml_documents(), loader=st.sampled_from([yaml.SafeLoader, StrictLoader]))
+def test_yaml_parsing_is_a_value_or_a_refusal(text, loader):
     try:
-        load_yaml(text, yaml.SafeLoader)
-    except (YamlRefused, yaml.YAMLError):
+        load_yaml(text, loader)
+    except (YamlRefused, yaml.YAMLError, RepeatedKey):
         pass
+
+
+def test_the_yaml_loader_refuses_a_repeated_key_and_names_its_line():
+    with pytest.raises(RepeatedKey) as caught:
+        load_yaml("a: 1\nb: {c: 2}\na: 3\n")
+    assert (caught.value.key, caught.value.first, caught.value.second) == ("a", 1, 3)
+    assert caught.value.line == 3
+    with pytest.raises(RepeatedKey):
+        load_yaml("outer:\n  c: 1\n  c: 1\n")  # the same value twice is still refused
+
+
+def test_the_yaml_loader_lets_a_mapping_override_merged_keys():
+    text = "base: &b {lr: 1, wd: 2}\nrun:\n  <<: *b\n  lr: 5\n"
+    assert load_yaml(text)["run"] == {"lr": 5, "wd": 2}
+
+
+@pytest.mark.parametrize("text", ["1e-3", "2E5", "-1.5e+2", "3.e1"])
+def test_the_yaml_loader_reads_exponents_without_a_dot_as_numbers(text):
+    assert load_yaml(text) == float(text)

@@ -31,11 +31,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from trainables.errors import UserInputError, must
 from trainables.hierarchy.tree import ClassTree, Forest
-from trainables.readers import BadFile, is_file, load_json, parse_csv, read_text, read_yaml
+from trainables.readers import (
+    BadFile,
+    RepeatedKey,
+    is_file,
+    load_json,
+    parse_csv,
+    read_text,
+    read_yaml,
+)
 
 __all__ = [
     "FOREST_FORMAT",
@@ -73,36 +79,19 @@ def _named(path: Path, error: UserInputError) -> _FileError:
 
 
 class _RepeatedKey(Exception):
-    """A mapping key given twice with different values (a child with two parents)."""
+    """A child given twice in a JSON or CSV table (the message says whether the parents differ)."""
 
     def __init__(self, key: Any, first: Any, second: Any, where: str = "") -> None:
         super().__init__(key)
         self.key, self.first, self.second, self.where = key, first, second, where
 
     def message(self) -> str:
+        if self.first == self.second:
+            return f"child `{self.key}` is listed twice{self.where}."
         return (
             f"child `{self.key}` is listed twice with different parents: "
             f"`{self.first}` and `{self.second}`{self.where}."
         )
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key repeated within one mapping."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        value = loader.construct_object(value_node, deep=deep)
-        if key in seen and seen[key] != value:
-            line = f" (line {key_node.start_mark.line + 1})"
-            raise _RepeatedKey(key, seen[key], value, line)
-        seen[key] = value
-    return seen
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -163,9 +152,11 @@ def _read_text(path: Path) -> str:
 
 def _parse_yaml(path: Path) -> Any:
     try:
-        obj = read_yaml(path, _StrictLoader)
-    except _RepeatedKey as repeated:
-        raise _fail(path, repeated.message()) from None
+        obj = read_yaml(path)
+    except RepeatedKey as repeated:  # YAML keys are unique, even with the same parent
+        where = f" (line {repeated.line})"
+        message = _RepeatedKey(repeated.key, repeated.first, repeated.second, where).message()
+        raise _fail(path, message) from None
     if obj is None:
         raise _fail(path, "the file is empty.")
     return obj
