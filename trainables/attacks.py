@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import must
+from trainables.margins import level_weights
 
 #: ``objective(model_output, labels) -> scalar`` to maximise; the output is whatever the attacked
 #: model returns (logits, or a ``HeadOutput`` with ``model_kwargs={"return_embeddings": True}``).
@@ -40,7 +41,6 @@ Objective = Callable[[Any, torch.Tensor], torch.Tensor]
 Loss = Objective
 
 NORMS = ("linf", "l2")
-LEVEL_WEIGHTS = ("linear", "uniform")
 STRATEGIES = ("leaf", "per_level", "universal")
 #: Key of the single perturbation of the ``universal`` strategy.
 UNIVERSAL = "all"
@@ -71,15 +71,6 @@ class LevelObjective:
     def __call__(self, output: Any, labels: torch.Tensor) -> torch.Tensor:
         logits = logits_of(output)[:, self.node_slice]
         return F.cross_entropy(logits, self.layout.level_targets(labels, self.tree, self.level))
-
-
-def level_weights(depth: int, scheme: str = "linear") -> list[float]:
-    """Weights of levels ``0..depth``: ``1 - l / (depth + 1)`` (``"linear"``) or all 1."""
-    if scheme not in LEVEL_WEIGHTS:
-        raise must("weights", f"one of {list(LEVEL_WEIGHTS)}", scheme)
-    if scheme == "uniform":
-        return [1.0] * (depth + 1)
-    return [1.0 - level / (depth + 1) for level in range(depth + 1)]
 
 
 class HierarchicalObjective:

@@ -1,4 +1,4 @@
-"""Training losses: the hierarchical loss of the method and the flat baselines.
+"""The hierarchical loss of the method (the baselines: :mod:`trainables.baseline_losses`).
 
 Every loss is a small module whose ``forward`` returns a dict of named tensors (STYLE.md, "losses
 as small modules"). The training step sums every entry whose key ends in ``_loss`` and logs the
@@ -14,9 +14,8 @@ The hierarchical loss (METHOD.md) is
     ``L = HITA + lambda_1 L_vic + lambda_2 (L_gap^Label + L_gap^Intra)``
 
 with HITA the per-level cross-entropy of every tree, with optional explicit margins
-(:mod:`trainables.margins`) and hierarchical negatives (HNSA). The baselines follow REFERENCE.md:
-TeCoA (cross-entropy of the adversarial leaf logits), PMG-AFT (plus two KL terms on raw cosine
-similarities) and FARE (squared distance to the original model's clean features).
+(:mod:`trainables.margins`) and hierarchical negatives (HNSA). The level weights ``w_l`` are
+:func:`trainables.margins.level_weights`, shared with the universal attack's objective.
 """
 
 from __future__ import annotations
@@ -30,25 +29,16 @@ from torch import nn
 
 from trainables import geometry
 from trainables.errors import must
-from trainables.margins import MarginSchedule, level_margins
+from trainables.margins import LEVEL_WEIGHTS, MarginSchedule, level_margins, level_weights
 from trainables.model import HeadLayout, HeadOutput
 from trainables.numbers import is_finite_number
 
 __all__ = [
-    "FARELoss",
     "HierarchicalLoss",
     "HierarchicalSettings",
-    "PMGAFTLoss",
-    "PMGAFTSettings",
-    "TeCoALoss",
-    "hnsa_cross_entropy",
-    "hypavg_pyramid",
-    "label_gap",
-    "intra_gap",
-    "level_weights",
+    "Objective",
 ]
 
-LEVEL_WEIGHTS = ("linear", "uniform")
 SUPERCLASS_IMAGES = ("hypavg", "image")
 NEGATIVES = ("none", "up", "down", "both")
 FOREST_REDUCTIONS = ("sum", "mean")
@@ -136,131 +126,6 @@ class HierarchicalSettings:
 
 
 # -- pure functions --------------------------------------------------------------------------
-
-
-def level_weights(kind: str, depth: int) -> torch.Tensor:
-    """HITA level weights ``[depth + 1]``: ``1 - l / (L + 1)`` (``"linear"``) or ones.
-
-    Args:
-        kind: ``"linear"`` or ``"uniform"``.
-        depth: the tree's depth ``L`` (levels ``0..L``).
-
-    Returns:
-        Float32 weights in ``(0, 1]``, 1 at the leaves.
-    """
-    _check_choice("loss.level_weights", kind, LEVEL_WEIGHTS)
-    levels = torch.arange(depth + 1, dtype=torch.float32)
-    if kind == "uniform":
-        return torch.ones_like(levels)
-    return 1 - levels / (depth + 1)
-
-
-def hypavg_pyramid(
-    image: torch.Tensor,
-    labels: torch.Tensor,
-    parents: Sequence[torch.Tensor],
-    sizes: Sequence[int],
-    r: float | torch.Tensor,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """HypAvg embeddings of every node of every level, from a batch of image embeddings.
-
-    Level 0: the Einstein midpoint of the batch's images of each leaf class. Level ``l + 1``: the
-    Einstein midpoint of the level-``l`` midpoints of each node's children present in the batch,
-    one uniform weight per child group. Absent nodes get the origin and weight 0 above.
-
-    Args:
-        image: ``[B, D]`` image embeddings in the ball of curvature ``-r``.
-        labels: LongTensor ``[B]``, leaf labels in ``[0, sizes[0])``.
-        parents: for ``l = 0..L-1``, LongTensor ``[n_l]``: the parent (level-``l + 1`` index)
-            of each level-``l`` node.
-        sizes: ``[n_0, ..., n_L]``, the number of nodes of each level.
-        r: curvature magnitude (> 0).
-
-    Returns:
-        For ``l = 0..L``, ``(midpoints [n_l, D], present [n_l] bool)``: the HypAvg embedding of
-        each level-``l`` node and whether any batch image lies under it.
-    """
-    if len(sizes) != len(parents) + 1:
-        raise must("sizes", f"{len(parents) + 1} level sizes, one more than parent maps", sizes)
-    midpoints = geometry.einstein_midpoint(image, labels, sizes[0], r)
-    counts = torch.zeros(sizes[0], device=image.device).index_add(
-        0, labels, torch.ones(labels.shape, device=image.device)
-    )
-    pyramid = [(midpoints, counts > 0)]
-    for parent, size in zip(parents, sizes[1:], strict=True):
-        weights = (counts > 0).to(midpoints.dtype)
-        midpoints = geometry.einstein_midpoint(midpoints, parent, size, r, weights=weights)
-        counts = torch.zeros(size, device=image.device).index_add(0, parent, weights.float())
-        pyramid.append((midpoints, counts > 0))
-    return pyramid
-
-
-def hnsa_cross_entropy(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    negatives: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
-) -> torch.Tensor:
-    """Per-row cross-entropy with extra negatives in the softmax denominator.
-
-    ``CE_i = -logits[i, t_i] + log(sum_c exp(logits[i, c]) + sum_k allowed[i, k] exp(extra[i, k]))``
-
-    Args:
-        logits: ``[Q, C]`` logits of the level's own nodes (margins already applied).
-        targets: LongTensor ``[Q]``, target columns of ``logits``.
-        negatives: pairs ``(extra [Q, K], allowed [Q, K] bool)``: logits of other nodes and
-            which of them count as negatives for each row.
-
-    Returns:
-        ``[Q]`` cross-entropies, >= the plain cross-entropy of ``logits`` (equal without
-        negatives).
-    """
-    blocks = [logits]
-    for extra, allowed in negatives:
-        # -inf: a masked node adds exp(-inf) = 0 to the denominator and gets no gradient.
-        blocks.append(extra.to(logits.dtype).masked_fill(~allowed, float("-inf")))
-    return F.cross_entropy(torch.cat(blocks, dim=1), targets, reduction="none")
-
-
-def label_gap(
-    norms: torch.Tensor, children: torch.Tensor, parents: torch.Tensor, zeta: float
-) -> torch.Tensor:
-    """``mean(relu(|parent| - |child| + zeta))`` over (child, parent) pairs; 0 without pairs.
-
-    Args:
-        norms: ``[N]`` norms of the text embeddings of every node.
-        children, parents: LongTensors ``[P]`` of node indices, one entry per path edge.
-        zeta: the required gap ``zeta_gap`` (>= 0).
-    """
-    if children.numel() == 0:
-        return norms.new_zeros(())
-    return F.relu(norms[parents] - norms[children] + zeta).mean()
-
-
-def intra_gap(
-    child_norms: Sequence[torch.Tensor],
-    parent_norms: Sequence[torch.Tensor],
-    masks: Sequence[torch.Tensor],
-    zeta: float,
-) -> torch.Tensor:
-    """``mean(relu(|v| - |u| + zeta))`` over all pairs of nodes ``u`` at level ``l``, ``v`` at
-    ``l + 1``, pooled over the adjacent level pairs; 0 without pairs.
-
-    Args:
-        child_norms: per level pair, ``[n_l]`` norms of the lower level's nodes.
-        parent_norms: per level pair, ``[n_{l+1}]`` norms of the upper level's nodes.
-        masks: per level pair, ``[n_l, n_{l+1}]`` bool: which pairs count.
-        zeta: the required gap ``zeta_gap`` (>= 0).
-    """
-    total = count = None
-    for lower, upper, mask in zip(child_norms, parent_norms, masks, strict=True):
-        gaps = F.relu(upper[None, :] - lower[:, None] + zeta)
-        term, pairs = (gaps * mask).sum(), mask.sum()
-        total = term if total is None else total + term
-        count = pairs if count is None else count + pairs
-    if total is None:
-        return torch.zeros(())
-    # Floor the count: with every pair masked out the sum is 0, and so is the gap.
-    return total / count.clamp_min(1)
 
 
 def _check_hyperbolic(output: HeadOutput, name: str = "head.geometry") -> None:
@@ -436,7 +301,7 @@ class HierarchicalLoss(nn.Module):
                 allowed = self._buffer("down", index, level)
                 blocked[rows, layout.slice_of(tree, level - 1)] = ~allowed
             level_member[key, own] = 1.0
-            weights.append(level_weights(settings.level_weights, depth)[level])
+            weights.append(level_weights(depth, settings.level_weights)[level])
             if level == 0 or settings.superclass_images == "image":
                 image_keys.append(key)
                 image_slots.append(slot_start[key] + self._buffer("target", index, level))
@@ -446,7 +311,7 @@ class HierarchicalLoss(nn.Module):
         self._table("slot_blocked", blocked)
         self._table("level_member", level_member)
         self._table("level_size", level_member.sum(dim=-1))
-        self._table("level_weight", torch.stack(weights))
+        self._table("level_weight", torch.tensor(weights, dtype=torch.float32))
         self._table("image_slots", torch.stack(image_slots))
 
     def _build_hypavg_tables(self) -> None:
@@ -692,22 +557,9 @@ class HierarchicalLoss(nn.Module):
         ces, _ = self._cross_entropies(output, labels, epoch, by_level)
         return dict(zip(self.keys, ces.unbind(), strict=True))
 
-    def _reduce_trees(self, per_tree: Sequence[torch.Tensor]) -> torch.Tensor:
-        total = torch.stack(list(per_tree)).sum()
-        if self.settings.forest_reduction == "mean":
-            return total / len(per_tree)
-        return total
-
-    def weighted_hita(self, cross_entropies: Mapping[tuple[str, int], torch.Tensor]):
-        """``sum_l w_l CE_l`` per tree, reduced over the trees (sum or mean)."""
-        per_tree = []
-        for tree, depth in zip(self.trees, self.depths, strict=True):
-            weights = level_weights(self.settings.level_weights, depth).tolist()
-            per_tree.append(sum(w * cross_entropies[(tree, lv)] for lv, w in enumerate(weights)))
-        return self._reduce_trees(per_tree)
-
     def _weighted(self, ces: torch.Tensor) -> torch.Tensor:
-        """:meth:`weighted_hita` of the ``[K]`` cross-entropies in key order."""
+        """``sum_l w_l CE_l`` of the ``[K]`` cross-entropies in key order, reduced over the
+        trees (sum or mean)."""
         total = (ces * self._table("level_weight")).sum()
         if self.settings.forest_reduction == "mean":
             return total / len(self.trees)
@@ -798,110 +650,3 @@ class HierarchicalLoss(nn.Module):
         terms["label_gap"] = label_total.detach()
         terms["intra_gap"] = intra_total.detach()
         return terms
-
-
-# -- baselines -------------------------------------------------------------------------------
-
-
-def _leaf_logits(layout: HeadLayout, output: HeadOutput) -> torch.Tensor:
-    return output.logits[:, layout.slice_of(layout.tree_names[0], 0)]
-
-
-class TeCoALoss(nn.Module):
-    """TeCoA (Mao et al., ICLR 2023): cross-entropy of the adversarial leaf logits.
-
-    The logits already carry the head's logit scale (``100 * cos`` for CLIP's). Returns
-    ``{"tecoa_loss"}``.
-    """
-
-    needs = frozenset({"adversarial"})
-
-    def __init__(self, layout: HeadLayout):
-        super().__init__()
-        self.layout = layout
-
-    def forward(self, adversarial: HeadOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"tecoa_loss": F.cross_entropy(_leaf_logits(self.layout, adversarial), labels)}
-
-
-@dataclass(frozen=True)
-class PMGAFTSettings:
-    """Weights of PMG-AFT's two KL terms.
-
-    Attributes:
-        reference_weight: weight of ``KL(original model on x_adv || model on x_adv)``, >= 0.
-            Default 1.0 (the reference implementation).
-        clean_weight: weight of ``KL(model on x || model on x_adv)``, >= 0. Default 1.0.
-    """
-
-    reference_weight: float = 1.0
-    clean_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check_non_negative("pmg.reference_weight", self.reference_weight)
-        _check_non_negative("pmg.clean_weight", self.clean_weight)
-
-
-def _kl_sum(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``sum_b KL(softmax(target_b) || softmax(logits_b))``, summed over the batch."""
-    return F.kl_div(
-        F.log_softmax(logits.float(), dim=-1),
-        F.log_softmax(target_logits.float(), dim=-1),
-        reduction="sum",
-        log_target=True,
-    )
-
-
-class PMGAFTLoss(nn.Module):
-    """PMG-AFT (Wang et al., CVPR 2024): CE + two KL terms towards the adversarial output.
-
-    - ``ce_loss``: cross-entropy of the adversarial leaf logits (with the logit scale);
-    - ``kl_reference_loss``: ``KL(softmax(s_ref_adv) || softmax(s_adv))``, summed over the batch;
-    - ``kl_clean_loss``: ``KL(softmax(s_clean) || softmax(s_adv))``, summed over the batch;
-
-    where ``s`` are raw cosine similarities (the leaf logits times the output's temperature,
-    i.e. divided by the logit scale), as in the reference code. The clean output keeps its
-    gradient; the reference output comes from the frozen original model.
-    """
-
-    needs = frozenset({"adversarial", "clean", "reference_adversarial"})
-
-    def __init__(self, layout: HeadLayout, settings: PMGAFTSettings | None = None):
-        super().__init__()
-        self.layout = layout
-        self.settings = settings if settings is not None else PMGAFTSettings()
-
-    def _raw(self, output: HeadOutput) -> torch.Tensor:
-        return _leaf_logits(self.layout, output) * output.temperature
-
-    def forward(
-        self,
-        adversarial: HeadOutput,
-        clean: HeadOutput,
-        reference_adversarial: HeadOutput,
-        labels: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        raw_adversarial = self._raw(adversarial)
-        return {
-            "ce_loss": F.cross_entropy(_leaf_logits(self.layout, adversarial), labels),
-            "kl_reference_loss": self.settings.reference_weight
-            * _kl_sum(self._raw(reference_adversarial), raw_adversarial),
-            "kl_clean_loss": self.settings.clean_weight
-            * _kl_sum(self._raw(clean), raw_adversarial),
-        }
-
-
-class FARELoss(nn.Module):
-    """FARE (Schlarmann et al., ICML 2024): unsupervised feature alignment.
-
-    ``fare_loss = mean_b |f(x_adv)_b - f_orig(x)_b|^2`` on unnormalised encoder features:
-    squared L2 summed over the dimensions, averaged over the batch. No labels, no text.
-    """
-
-    needs = frozenset({"adversarial", "reference_clean"})
-
-    def forward(
-        self, adversarial_features: torch.Tensor, reference_clean_features: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        difference = adversarial_features.float() - reference_clean_features.float()
-        return {"fare_loss": difference.square().sum(dim=-1).mean()}

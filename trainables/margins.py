@@ -1,4 +1,4 @@
-"""Explicit per-level logit margins and their schedules.
+"""Per-level schedules: explicit logit margins, and the weights of the levels' cross-entropies.
 
 The method realises margins implicitly through depth (METHOD.md, margin theorem): prototypes
 near the boundary of the ball allow larger logit margins than prototypes near the origin. This
@@ -31,6 +31,20 @@ __all__ = ["MARGIN_SHAPES", "MarginSchedule", "apply_margin", "level_margins"]
 
 #: The shapes a margin schedule may take over the levels.
 MARGIN_SHAPES = ("constant", "linear", "geometric", "theorem")
+
+
+#: How the levels of a tree weigh in HITA and in the universal attack's objective.
+LEVEL_WEIGHTS = ("linear", "uniform")
+
+
+def level_weights(depth: int, scheme: str = "linear") -> list[float]:
+    """Weights of levels ``0..depth``: ``1 - l / (depth + 1)`` (``"linear"``: 1 at the leaves,
+    less towards the root) or all 1 (``"uniform"``)."""
+    if scheme not in LEVEL_WEIGHTS:
+        raise must("weights", f"one of {list(LEVEL_WEIGHTS)}", scheme)
+    if scheme == "uniform":
+        return [1.0] * (depth + 1)
+    return [1.0 - level / (depth + 1) for level in range(depth + 1)]
 
 
 @dataclass(frozen=True)

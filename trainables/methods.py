@@ -19,14 +19,9 @@ import torch
 from torch import nn
 
 from trainables.attacks import PGD, EmbeddingPGD, LevelObjective, hierarchical_perturbations
+from trainables.baseline_losses import FARELoss, PMGAFTLoss, TeCoALoss
 from trainables.errors import must
-from trainables.losses import (
-    FARELoss,
-    HierarchicalLoss,
-    HierarchicalSettings,
-    PMGAFTLoss,
-    TeCoALoss,
-)
+from trainables.losses import HierarchicalLoss, HierarchicalSettings
 from trainables.model import DEFAULT_TEMPLATES, HeadOutput, HeadSettings, ZeroShotClassifier
 
 METHOD_NAMES = ("clip", "tecoa", "pmg", "fare", "hrz", "hrz-forest")

@@ -10,23 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.trainables.loss_reference import hnsa_cross_entropy, hypavg_pyramid, intra_gap, label_gap
 from trainables import geometry
+from trainables.baseline_losses import FARELoss, PMGAFTLoss, PMGAFTSettings, TeCoALoss
 from trainables.errors import UserInputError
 from trainables.hierarchy.tree import ClassTree, Forest
-from trainables.losses import (
-    FARELoss,
-    HierarchicalLoss,
-    HierarchicalSettings,
-    PMGAFTLoss,
-    PMGAFTSettings,
-    TeCoALoss,
-    hnsa_cross_entropy,
-    hypavg_pyramid,
-    intra_gap,
-    label_gap,
-    level_weights,
-)
-from trainables.margins import MarginSchedule, apply_margin, level_margins
+from trainables.losses import HierarchicalLoss, HierarchicalSettings
+from trainables.margins import MarginSchedule, apply_margin, level_margins, level_weights
 from trainables.model import HeadLayout, HeadOutput
 
 R = 1.0
@@ -142,8 +132,8 @@ def test_euclidean_head_is_refused(hand_layout, hand_output):
 
 
 def test_level_weights():
-    assert level_weights("linear", 2).tolist() == pytest.approx([1, 2 / 3, 1 / 3])
-    assert level_weights("uniform", 2).tolist() == [1, 1, 1]
+    assert level_weights(2, "linear") == pytest.approx([1, 2 / 3, 1 / 3])
+    assert level_weights(2, "uniform") == [1, 1, 1]
 
 
 def test_hita_matches_direct_cross_entropy_on_hand_sliced_logits(hand_layout, hand_output):
@@ -522,7 +512,7 @@ def per_level_terms(loss, output, labels, *, epoch, by_level=None):
             terms[f"text_norm/{tree}/{level}"] = level_norms[level]
             if settings.margins.enabled:
                 terms[f"margin/{tree}/{level}"] = margins[level]
-        weights = level_weights(settings.level_weights, depth)
+        weights = level_weights(depth, settings.level_weights)
         per_tree.append(sum(w * ce for w, ce in zip(weights, ces, strict=True)))
         names = layout.names
         children = torch.cat([targets[lv] + slices[lv].start for lv in range(depth)])
