@@ -33,6 +33,7 @@ from torch import nn
 
 from trainables.errors import must
 from trainables.margins import level_weights
+from trainables.numbers import is_finite_number, is_integer
 
 #: ``objective(model_output, labels) -> scalar`` to maximise; the output is whatever the attacked
 #: model returns (logits, or a ``HeadOutput`` with ``model_kwargs={"return_embeddings": True}``).
@@ -54,6 +55,15 @@ UNIVERSAL = "all"
 def logits_of(output: Any) -> torch.Tensor:
     """The logits of a model output: the tensor itself, or its ``.logits`` (a ``HeadOutput``)."""
     return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def check_radius_and_steps(eps: Any, steps: Any = None, section: str = "") -> None:
+    """The one check of an attack's radius (a finite number > 0) and, when given, its number of
+    steps (an integer >= 1); ``section`` prefixes the names in the error (``"attack."``)."""
+    if not (is_finite_number(eps) and eps > 0):
+        raise must(f"{section}eps", "> 0", eps)
+    if steps is not None and not (is_integer(steps) and steps >= 1):
+        raise must(f"{section}steps", ">= 1", steps)
 
 
 class LevelObjective:
@@ -221,10 +231,7 @@ class PGD(Attack):
         generator: torch.Generator | None = None,
     ):
         super().__init__(model)
-        if not eps > 0:
-            raise must("eps", "> 0", eps)
-        if steps < 1:
-            raise must("steps", ">= 1", steps)
+        check_radius_and_steps(eps, steps)
         if step_size is not None and not step_size > 0:
             raise must("step_size", "> 0 or None", step_size)
         if norm not in NORMS:
@@ -335,10 +342,7 @@ class EmbeddingPGD(Attack):
         generator: torch.Generator | None = None,
     ):
         super().__init__(encoder)
-        if not eps > 0:
-            raise must("eps", "> 0", eps)
-        if steps < 1:
-            raise must("steps", ">= 1", steps)
+        check_radius_and_steps(eps, steps)
         if not step_size > 0:
             raise must("step_size", "> 0", step_size)
         if not 0 <= momentum < 1:
@@ -510,8 +514,7 @@ class AutoAttack(Attack):
     ):
         super().__init__(model)
         self._torchattacks = _torchattacks()
-        if not eps > 0:
-            raise must("eps", "> 0", eps)
+        check_radius_and_steps(eps, steps)
         if norm not in NORMS:
             raise must("norm", "'linf' or 'l2'", norm)
         if n_classes is not None and n_classes < 2:
@@ -520,8 +523,6 @@ class AutoAttack(Attack):
         unknown = [name for name in attacks if name not in AUTOATTACK_MIN_CLASSES]
         if not attacks or unknown:
             raise must("attacks", f"a selection of {list(AUTOATTACK_MIN_CLASSES)}", list(attacks))
-        if steps < 1:
-            raise must("steps", ">= 1", steps)
         if n_target_classes < 1:
             raise must("n_target_classes", ">= 1", n_target_classes)
         self.eps, self.norm, self.n_classes = float(eps), norm, n_classes
@@ -590,8 +591,7 @@ class SquareAttack(Attack):
     def __init__(self, model: nn.Module, *, eps: float, queries: int = 1000, seed: int = 0):
         super().__init__(model)
         self._torchattacks = _torchattacks()
-        if not eps > 0:
-            raise must("eps", "> 0", eps)
+        check_radius_and_steps(eps)
         if queries < 1:
             raise must("queries", ">= 1", queries)
         self.eps, self.queries, self.seed = float(eps), int(queries), int(seed)

@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from trainables.attacks import PGD, AutoAttack, SquareAttack
-from trainables.errors import must
+from trainables.attacks import PGD, AutoAttack, SquareAttack, check_radius_and_steps
 from trainables.model import LevelHead, ZeroShotClassifier
 from trainables.radii import format_eps
 
@@ -29,10 +28,7 @@ class AttackSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if not self.eps > 0:
-            raise must("eps", "> 0", self.eps)
-        if self.steps < 1:
-            raise must("steps", ">= 1", self.steps)
+        check_radius_and_steps(self.eps, self.steps)
 
     @property
     def resolved_step_size(self) -> float:

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from trainables.attacks import PGD, EmbeddingPGD, LevelObjective, hierarchical_perturbations
+from trainables.attacks import (
+    PGD,
+    EmbeddingPGD,
+    LevelObjective,
+    check_radius_and_steps,
+    hierarchical_perturbations,
+)
 from trainables.baseline_losses import FARELoss, PMGAFTLoss, TeCoALoss
 from trainables.errors import must
 from trainables.losses import HierarchicalLoss, HierarchicalSettings
@@ -53,10 +59,7 @@ class TrainingAttack:
     text_eps: float = 2e-4
 
     def __post_init__(self):
-        if not self.eps > 0:
-            raise must("attack.eps", "> 0", self.eps)
-        if self.steps < 1:
-            raise must("attack.steps", ">= 1", self.steps)
+        check_radius_and_steps(self.eps, self.steps, "attack.")
         if self.step_size is not None and not self.step_size > 0:
             raise must("attack.step_size", "> 0 or null", self.step_size)
         if self.strategy not in STRATEGIES:

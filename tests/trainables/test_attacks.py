@@ -14,6 +14,7 @@ from trainables.attacks import (
     EmbeddingPGD,
     HierarchicalObjective,
     LevelObjective,
+    check_radius_and_steps,
     hierarchical_perturbations,
 )
 from trainables.errors import UserInputError
@@ -424,3 +425,25 @@ def test_pgd_matches_torchattacks_pgd(trained):
     ours_accuracy, theirs_accuracy = _accuracy(head, ours, labels), _accuracy(head, theirs, labels)
     assert abs(ours_accuracy - theirs_accuracy) <= 0.1
     assert max(ours_accuracy, theirs_accuracy) < clean
+
+
+@pytest.mark.parametrize(
+    ("eps", "steps", "field"),
+    [
+        (0.0, 1, "attack.eps"),
+        (float("inf"), 1, "attack.eps"),
+        (float("nan"), 1, "attack.eps"),
+        (True, 1, "attack.eps"),
+        (0.1, 0, "attack.steps"),
+        (0.1, True, "attack.steps"),
+        (0.1, 2.0, "attack.steps"),
+    ],
+)
+def test_one_check_refuses_every_bad_radius_and_step_count(eps, steps, field):
+    with pytest.raises(UserInputError, match=f"`{field}` must be"):
+        check_radius_and_steps(eps, steps, "attack.")
+
+
+def test_the_radius_check_passes_good_values_and_skips_absent_steps():
+    check_radius_and_steps(4 / 255, 10)
+    check_radius_and_steps(0.5)  # a query-based attack has no steps
