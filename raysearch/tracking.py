@@ -4,9 +4,9 @@ One MLflow run per job, found again by the job's tag ``raysearch.job`` so that a
 resumed job continues its run instead of creating another. A search has one parent run (tag
 ``raysearch.search``, kind ``search``); its trials' runs carry ``mlflow.parentRunId`` and end
 with ``raysearch.status`` = ``finished``, ``pruned`` (stopped early by the scheduler: FINISHED,
-not FAILED) or ``failed``. The driver creates (or reopens) the
-run and logs params and artifacts; rank 0 of the workers logs per-epoch metrics into it
-(:class:`trainables.loop.EpochLog`). Runs end FINISHED, or FAILED with the reason in the tag
+not FAILED) or ``failed``. The driver creates (or reopens) the run and logs params and
+artifacts; rank 0 of the workers logs per-epoch metrics into it through the :class:`EpochLog`
+the driver puts in the job's spec. Runs end FINISHED, or FAILED with the reason in the tag
 ``raysearch.error``; a job or search stopped by Ctrl-C or SIGTERM ends KILLED
 (:mod:`raysearch.stopping`). Values written into MLflow filter strings go through
 :func:`filter_value`; stores are checked before use by :mod:`raysearch.stores`.
@@ -14,9 +14,11 @@ run and logs params and artifacts; rank 0 of the workers logs per-epoch metrics 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from trainables.errors import must
+from trainables.numbers import is_number
 
 JOB_TAG = "raysearch.job"
 ERROR_TAG = "raysearch.error"
@@ -115,3 +117,43 @@ def filter_value(value: str, *, field: str) -> str:
             value,
         )
     return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+class EpochLog:
+    """Per-epoch metrics into a job's MLflow run, by step = epoch, each epoch written once: a
+    restarted worker group skips the epochs the run already holds.
+
+    Called by rank 0 of the training loop as ``log(epoch, metrics)``; it is pickled to the
+    workers, which open their own MLflow client on first use.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self._client = None
+
+    def __getstate__(self) -> dict:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "_client": None}
+
+    def _mlflow(self):
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    def logged_epochs(self) -> set[int]:
+        history = self._mlflow().get_metric_history(self.run_id, "epoch")
+        return {metric.step for metric in history}
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch in self.logged_epochs():
+            return
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        entries = [
+            Metric(key=key.replace("/", "."), value=float(value), timestamp=stamp, step=epoch)
+            for key, value in metrics.items()
+            if is_number(value) and key != "epoch"
+        ]
+        # "epoch" last: its presence marks the epoch as completely logged.
+        entries.append(Metric(key="epoch", value=float(epoch), timestamp=stamp, step=epoch))
+        self._mlflow().log_batch(self.run_id, metrics=entries)

@@ -12,9 +12,9 @@ The same loop also runs a job's one worker in the calling process, without Ray T
 it then keeps its checkpoints in the job's folder itself (:mod:`trainables.checkpoints`) and
 hands every report to a callback (a trial forwards them to Ray Tune).
 
-Rank 0 also writes the epoch's metrics to the job's MLflow run (``JobSpec.mlflow_run_id``), by
-step = epoch, skipping epochs the run already holds, so a restarted worker group never logs an
-epoch twice.
+Rank 0 also hands the epoch's metrics to ``JobSpec.log_epoch`` (the driver passes
+:class:`raysearch.tracking.EpochLog`, which writes them to the job's MLflow run once per epoch);
+the loop itself knows nothing of MLflow.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,8 @@ class JobSpec:
         forest: the dataset's class trees (every tree is evaluated; the method picks its own).
         model_name, pretrained: the base model (``trainables.backbone.load_clip``).
         seed: seeds shuffling, attacks and initialisation.
-        mlflow_tracking_uri, mlflow_run_id: where rank 0 logs per-epoch metrics (None: no log).
+        log_epoch: called by rank 0 as ``log_epoch(epoch, metrics)`` after each epoch's
+            checkpoint is saved (picklable: it travels to the workers; None: no log).
         final_profile: evaluate the full per-level robustness profile after the last epoch.
         zeroshot_suite: the zero-shot suite evaluated after the last epoch (None: none);
             ``zeroshot_samples`` caps each of its datasets; ``zeroshot_every_epoch`` evaluates it
@@ -80,8 +82,7 @@ class JobSpec:
     model_name: str = "embedded"
     pretrained: str | None = None
     seed: int = 0
-    mlflow_tracking_uri: str | None = None
-    mlflow_run_id: str | None = None
+    log_epoch: Callable[[int, dict[str, float]], None] | None = None
     final_profile: bool = True
     zeroshot_suite: str | None = None
     zeroshot_samples: int = 200
@@ -101,38 +102,6 @@ def _rng_state(generator: torch.Generator) -> dict:
 def _restore_rng(state: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["attack"])
-
-
-class EpochLog:
-    """Rank 0's per-epoch MLflow metrics, by step = epoch, each epoch written once."""
-
-    def __init__(self, tracking_uri: str | None, run_id: str | None):
-        self.run_id = run_id
-        self.client = None
-        if run_id is not None:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-
-    def logged_epochs(self) -> set[int]:
-        if self.client is None:
-            return set()
-        return {metric.step for metric in self.client.get_metric_history(self.run_id, "epoch")}
-
-    def log(self, epoch: int, metrics: dict[str, float]) -> None:
-        if self.client is None or epoch in self.logged_epochs():
-            return
-        from mlflow.entities import Metric
-
-        stamp = int(time.time() * 1000)
-        entries = [
-            Metric(key=key.replace("/", "."), value=float(value), timestamp=stamp, step=epoch)
-            for key, value in metrics.items()
-            if isinstance(value, int | float) and key != "epoch"
-        ]
-        # "epoch" last: its presence marks the epoch as completely logged.
-        entries.append(Metric(key="epoch", value=float(epoch), timestamp=stamp, step=epoch))
-        self.client.log_batch(self.run_id, metrics=entries)
 
 
 def _epoch_metrics(classifier, images, labels, spec: JobSpec) -> dict[str, float]:
@@ -349,7 +318,7 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     validation = load_split(spec.dataset, "val", root=spec.data_root).subset(spec.eval_samples)
     eval_images, eval_labels = validation.images, validation.labels
     evaluator = method.classifier.with_forest(forest)
-    epoch_log = EpochLog(spec.mlflow_tracking_uri, spec.mlflow_run_id) if rank == 0 else None
+    log_epoch = spec.log_epoch if rank == 0 else None
     epochs = spec.epochs(len(train))
 
     for epoch in range(start_epoch, epochs):
@@ -409,7 +378,8 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
                     Path(folder, STATE_FILE),
                 )
                 saved = folder
-                epoch_log.log(epoch, metrics)
+                if log_epoch is not None:
+                    log_epoch(epoch, metrics)
                 log.info(
                     "epoch %d/%d: loss %.4f, clean leaf %.3f, robust leaf %.3f, %.0f img/s",
                     epoch + 1,
