@@ -1,13 +1,9 @@
-"""Loading CLIP models: open_clip names with pretrained tags, local weight files, the embedded base.
+"""CLIP architectures and weights: open_clip models by name, the embedded architecture, weight
+files, and pretrained tags resolved from the local Hugging Face cache (offline, a tag whose
+weights are not there fails at once with a hint, never waiting on network retries).
 
-One entry point, :func:`load_clip`, covers the three ways a user names a model:
-
-* ``load_clip("ViT-B-32", "openai")``: an open_clip architecture and pretrained tag. Offline, a
-  tag whose weights are not in the local Hugging Face cache fails at once with a message telling
-  the user to pass a local weights file; it never waits on network retries.
-* ``load_clip("ViT-B-32", "/path/to/weights.safetensors")``: an architecture and a local file.
-* ``load_clip("embedded")``: the tiny base CLIP pretrained on the embedded dataset (built once,
-  then loaded from the cache; see :mod:`trainables.pretrain`).
+:func:`trainables.clip_loader.load_clip` is the one entry point for a model a user names; this
+module knows nothing of the embedded base model's pretraining (:mod:`trainables.pretrain`).
 """
 
 from __future__ import annotations
@@ -203,21 +199,9 @@ def pretrained_file(name: str, pretrained: str | None) -> Path | None:
     return None
 
 
-def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:
-    """Load a CLIP by open_clip name and pretrained tag, by local weights, or the embedded base.
-
-    Args:
-        name: an open_clip architecture (``open_clip.list_models()``) or ``"embedded"``.
-        pretrained: an open_clip pretrained tag, a path to a weights file (``.safetensors``,
-            ``.pt``/``.bin`` read with ``weights_only=True``), or None (random init; for
-            ``"embedded"``, None means the cached base model).
-    """
-    if name == EMBEDDED:
-        from trainables.pretrain import load_or_pretrain_base
-
-        loaded = load_or_pretrain_base().loaded
-        path = pretrained_file(name, pretrained)
-        return loaded if path is None else load_weights(loaded, path)
+def load_open_clip(name: str, pretrained: str | None = None) -> LoadedClip:
+    """An open_clip architecture with random weights (``pretrained`` None), a local weights
+    file, or an open_clip pretrained tag."""
     loaded = create_architecture(name)
     if pretrained is None:
         return loaded

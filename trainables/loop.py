@@ -57,7 +57,7 @@ class JobSpec:
         eval_samples: test images evaluated (rank 0).
         dataset, data_root, train_size: the data (``trainables.data.registry.load_split``).
         forest: the dataset's class trees (every tree is evaluated; the method picks its own).
-        model_name, pretrained: the base model (``trainables.backbone.load_clip``).
+        model_name, pretrained: the base model (``trainables.clip_loader.load_clip``).
         seed: seeds shuffling, attacks and initialisation.
         log_epoch: called by rank 0 as ``log_epoch(epoch, metrics)`` after each epoch's
             checkpoint is saved (picklable: it travels to the workers; None: no log).
@@ -264,7 +264,7 @@ def run_in_process(
 
 def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     """The fine-tuning job of ``spec`` on one worker of ``worker.world``."""
-    from trainables.backbone import load_clip
+    from trainables.clip_loader import load_clip
     from trainables.data.registry import load_split
     from trainables.hierarchy.shipped import load_shipped
 

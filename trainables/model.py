@@ -189,7 +189,8 @@ class ZeroShotClassifier(nn.Module):
     """[0, 1] images -> logits for every node of every tree, in one matmul or distance call.
 
     Args:
-        loaded: the CLIP model with its tokenizer and normalisation (:func:`load_clip`).
+        loaded: the CLIP model with its tokenizer and normalisation
+            (:func:`trainables.clip_loader.load_clip`).
         forest: the class trees; level 0 are the dataset's classes in label order.
         templates: prompt templates, ensembled per node.
         head: euclidean or hyperbolic head, see :class:`HeadSettings`.

@@ -155,7 +155,7 @@ def test_promote_refuses_pruned_failed_and_checkpointless_runs(searched, promote
 def _reference_classes(searched, images: torch.Tensor, scratch: Path) -> list[dict[str, str]]:
     """The trial's classifier built the way the training job built it, from its checkpoint."""
     from raysearch.config import config_from_dict
-    from trainables.backbone import load_clip
+    from trainables.clip_loader import load_clip
     from trainables.hierarchy.tables import forest_from_dict
     from trainables.methods import build_method
 

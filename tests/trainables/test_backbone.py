@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from trainables.backbone import EMBEDDED_ARCH, create_architecture, load_clip
+from trainables.backbone import EMBEDDED_ARCH, create_architecture
+from trainables.clip_loader import load_clip
 from trainables.errors import UserInputError
 
 

@@ -1,0 +1,37 @@
+"""Loading any CLIP a user names: an open_clip name with a pretrained tag, local weights, or the
+embedded base.
+
+* ``load_clip("ViT-B-32", "openai")``: an open_clip architecture and pretrained tag. Offline, a
+  tag whose weights are not in the local Hugging Face cache fails at once with a message telling
+  the user to pass a local weights file; it never waits on network retries.
+* ``load_clip("ViT-B-32", "/path/to/weights.safetensors")``: an architecture and a local file.
+* ``load_clip("embedded")``: the tiny base CLIP pretrained on the embedded dataset (built once,
+  then loaded from the cache; see :mod:`trainables.pretrain`).
+
+Architectures and weight files are :mod:`trainables.backbone`'s; the embedded base model, its
+recipe and its cache are :mod:`trainables.pretrain`'s. This module only chooses between them.
+"""
+
+from __future__ import annotations
+
+from trainables.backbone import EMBEDDED, LoadedClip, load_open_clip, load_weights, pretrained_file
+
+__all__ = ["load_clip"]
+
+
+def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:
+    """Load a CLIP by open_clip name and pretrained tag, by local weights, or the embedded base.
+
+    Args:
+        name: an open_clip architecture (``open_clip.list_models()``) or ``"embedded"``.
+        pretrained: an open_clip pretrained tag, a path to a weights file (``.safetensors``,
+            ``.pt``/``.bin`` read with ``weights_only=True``), or None (random init; for
+            ``"embedded"``, None means the cached base model).
+    """
+    if name != EMBEDDED:
+        return load_open_clip(name, pretrained)
+    from trainables.pretrain import load_or_pretrain_base  # pretrains once on an empty cache
+
+    loaded = load_or_pretrain_base().loaded
+    path = pretrained_file(name, pretrained)
+    return loaded if path is None else load_weights(loaded, path)
