@@ -34,7 +34,6 @@ from typing import Any
 
 from raysearch import stores, tracking
 from trainables.errors import must
-from trainables.names import is_folder_name
 from trainables.numbers import is_finite_number
 
 #: The final metrics shown for every trial.
@@ -48,7 +47,6 @@ OPTUNA_TRIAL_TAG = "raysearch.optuna_trial"
 BEST_TRIAL_TAG = "raysearch.best_trial"
 BEST_RUN_TAG = "raysearch.best_run_id"
 _JOB_NUMBER = re.compile(r"-trial-(\d+)$")
-_PAGE = 1000
 
 # -- the records ---------------------------------------------------------------------------------
 
@@ -211,28 +209,15 @@ def get_experiment(client, name: str):
     raise must("--experiment", f"an MLflow experiment in {client.tracking_uri} ({listed})", name)
 
 
-def _all_runs(client, experiment_ids: list[str], filter_string: str = "") -> list:
-    """Every active run matching ``filter_string`` (MLflow returns them a page at a time)."""
+def _wrapped(read: Callable, client, *args) -> list:
+    """``read(client, *args)`` (a :mod:`raysearch.tracking` query), a store's failure as one
+    line."""
     from mlflow.exceptions import MlflowException
 
-    runs, token = [], None
     try:
-        while True:
-            page = client.search_runs(
-                experiment_ids, filter_string=filter_string, max_results=_PAGE, page_token=token
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return read(client, *args)
     except MlflowException as error:
         raise _store_error(client.tracking_uri, error) from None
-
-
-def is_search_run(run) -> bool:
-    """A search's parent run (a training job's run, kind ``train``, is never one)."""
-    tags = run.data.tags
-    return bool(tags.get(tracking.SEARCH_TAG)) and tags.get(tracking.KIND_TAG, "search") == "search"
 
 
 def trial_status(run) -> str:
@@ -324,7 +309,7 @@ def trial_info(run, *, now: float | None = None) -> TrialInfo:
 def list_searches(client, experiment_name: str, *, now: float | None = None) -> list[SearchInfo]:
     """Every search of the experiment, newest first."""
     experiment = get_experiment(client, experiment_name)
-    runs = _all_runs(client, [experiment.experiment_id])
+    runs = _wrapped(tracking.all_runs, client, [experiment.experiment_id])
     children: dict[str, list] = {}
     for run in runs:
         parent = run.data.tags.get(tracking.PARENT_TAG)
@@ -333,7 +318,7 @@ def list_searches(client, experiment_name: str, *, now: float | None = None) -> 
     searches = [
         search_info(run, children.get(run.info.run_id, ()), now=now)
         for run in runs
-        if is_search_run(run)
+        if tracking.is_search_run(run)
     ]
     return sorted(searches, key=lambda s: -(s.start_time or 0.0))
 
@@ -342,23 +327,16 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
     """The search named ``ref``, or whose parent run id is ``ref`` (in any experiment)."""
     from mlflow.exceptions import MlflowException
 
-    if stores.RUN_ID.fullmatch(ref):
-        try:
-            run = client.get_run(ref)
-        except MlflowException:
-            run = None
-        if run is not None and is_search_run(run):
-            return search_info(run, _children(client, run), now=None)
-        if run is not None:
-            raise must("--search", "the run id of a search's parent run (not a trial's)", ref)
-    experiment = get_experiment(client, experiment_name)
-    found = []
-    if is_folder_name(ref):  # what `launch --name` accepts (and safe in a filter string)
-        query = f"tags.`{tracking.SEARCH_TAG}` = {tracking.filter_value(ref, field='--search')}"
-        found = [
-            r for r in _all_runs(client, [experiment.experiment_id], query) if is_search_run(r)
-        ]
-    if not found:
+    try:
+        run = tracking.find_search_run(client, None, ref)  # a run id: in any experiment
+        if run is None:
+            experiment = get_experiment(client, experiment_name)
+            run = tracking.find_search_run(client, experiment.experiment_id, ref)
+    except MlflowException as error:
+        raise _store_error(client.tracking_uri, error) from None
+    if run is not None and not tracking.is_search_run(run):
+        raise must("--search", "the run id of a search's parent run (not a trial's)", ref)
+    if run is None:
         names = [s.name for s in list_searches(client, experiment_name)]
         listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else "none"
         raise must(
@@ -366,21 +344,16 @@ def find_search(client, experiment_name: str, ref: str) -> SearchInfo:
             f"a search name or parent run id in experiment {experiment_name!r} ({listed})",
             ref,
         )
-    run = max(found, key=lambda r: r.info.start_time or 0)
     return search_info(run, _children(client, run), now=None)
 
 
 def _children(client, run) -> list:
-    return _all_runs(client, [run.info.experiment_id], _children_query(run.info.run_id))
-
-
-def _children_query(run_id: str) -> str:
-    return f"tags.`{tracking.PARENT_TAG}` = {tracking.filter_value(run_id, field='run id')}"
+    return _wrapped(tracking.child_runs, client, run.info.experiment_id, run.info.run_id)
 
 
 def list_trials(client, search: SearchInfo, *, now: float | None = None) -> list[TrialInfo]:
     """The trials of ``search``, by trial number (runs without one last)."""
-    runs = _all_runs(client, [search.experiment_id], _children_query(search.run_id))
+    runs = _wrapped(tracking.child_runs, client, search.experiment_id, search.run_id)
     trials = [trial_info(run, now=now) for run in runs]
     return sorted(trials, key=lambda t: (t.number is None, t.number or 0, t.run_id))
 

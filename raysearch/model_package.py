@@ -186,7 +186,7 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
     """
     import mlflow
 
-    from raysearch import stores
+    from raysearch import stores, tracking
 
     if model.startswith(("models:/", "runs:/")):
         stores.open_store(tracking_uri, read_only=True)
@@ -206,7 +206,7 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
     if path.exists():
         return locate_package(path)
     wanted = f"models:/NAME@ALIAS, a run id in {tracking_uri} or a model folder"
-    if not stores.RUN_ID.fullmatch(model):  # neither a folder nor a run id: no store opened
+    if not tracking.RUN_ID.fullmatch(model):  # neither a folder nor a run id: no store opened
         raise must("--model", wanted, model)
     client = stores.open_store(tracking_uri, read_only=True)
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raysearch import tracking
-from trainables.errors import UserInputError, must
+from trainables.errors import must
 
 SOURCE_RUN_TAG = "raysearch.trial_run"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
@@ -69,25 +69,10 @@ class Promotion:
 
 def find_search_run(client, experiment_id: str, search: str):
     """The parent run of a search, by its run id or its name."""
-    try:
-        run = client.get_run(search)
-    except Exception:
-        try:
-            run = tracking.find_run(client, experiment_id, tracking.SEARCH_TAG, search)
-        except UserInputError:  # no search has such a name (quotes, backslashes)
-            run = None
-    if run is None or run.data.tags.get(tracking.KIND_TAG) != "search":
+    run = tracking.find_search_run(client, experiment_id, search)
+    if run is None or not tracking.is_search_run(run):
         raise must("--search", "the run id or name of a search in this MLflow store", search)
     return run
-
-
-def trial_runs(client, search_run) -> list:
-    parent = tracking.filter_value(search_run.info.run_id, field="--search")
-    return client.search_runs(
-        [search_run.info.experiment_id],
-        filter_string=f"tags.`{tracking.PARENT_TAG}` = {parent}",
-        max_results=10000,
-    )
 
 
 def refusal(run) -> str | None:
@@ -121,7 +106,10 @@ def choose_trial(
 ):
     """The run to promote: ``run_id`` (a trial of the search), or the best finished trial by
     ``metric`` among those with ``clean_leaf >= min_clean``."""
-    trials = trial_runs(client, search_run) if search_run is not None else []
+    trials = []
+    if search_run is not None:
+        info = search_run.info
+        trials = tracking.child_runs(client, info.experiment_id, info.run_id)
     if run_id is not None:
         if search_run is not None and run_id not in {r.info.run_id for r in trials}:
             raise must("--run", f"a trial of search {search_run.info.run_name}", run_id)

@@ -314,10 +314,7 @@ def _close_orphans(
     if not interrupted:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
-    parent = tracking.filter_value(parent_run_id, field="run id")
-    running = f"tags.`{tracking.PARENT_TAG}` = {parent} and attributes.status = 'RUNNING'"
-    runs = client.search_runs([experiment], filter_string=running)
-    for run in runs:
+    for run in tracking.child_runs(client, experiment, parent_run_id, running_only=True):
         reason = stop_reason or "search interrupted; continue with raysearch launch --resume"
         if not interrupted:
             reason = "the search ended before this trial"

@@ -11,6 +11,7 @@ from pathlib import Path
 from ray import tune
 
 from raysearch.spaces import SearchSpace
+from raysearch.tracking import sqlite_file
 from trainables.errors import must
 from trainables.names import check_folder_name
 from trainables.outputs import check_output_folder
@@ -67,9 +68,9 @@ def searches_folder(space: SearchSpace) -> Path:
 
 def optuna_storage_url(tracking_uri: str, searches: Path) -> str:
     """Beside a local MLflow database; in the searches folder for a remote tracking server."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
-        return f"sqlite:///{database.parent / OPTUNA_FILE}"
+    database = sqlite_file(tracking_uri)
+    if database is not None:
+        return f"sqlite:///{database.expanduser().resolve().parent / OPTUNA_FILE}"
     return f"sqlite:///{searches.resolve() / OPTUNA_FILE}"
 
 

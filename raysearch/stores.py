@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from raysearch.tracking import client
+from raysearch.tracking import client, sqlite_file
 from trainables.errors import UserInputError, must
 from trainables.outputs import check_output_file
 from trainables.readers import exists
@@ -55,12 +55,6 @@ def uri_kind(uri: str, *, field: str = "--tracking-uri") -> str:
     raise must(field, ACCEPTED_URIS, uri)
 
 
-def sqlite_path(uri: str) -> Path:
-    """The database file of a ``sqlite:///`` URI, as SQLAlchemy opens it (relative to the
-    working directory unless absolute: ``sqlite:////abs/path``)."""
-    return Path(uri.partition(":///")[2].partition("?")[0])
-
-
 def open_store(uri: str, *, field: str = "--tracking-uri", read_only: bool = True):
     """An MlflowClient on the existing store ``uri``, checked before MLflow sees it.
 
@@ -93,7 +87,7 @@ def check_store_for_writing(uri: str, *, field: str = "mlflow.tracking_uri") -> 
     schema, or a new SQLite file whose folder cannot be created. Called before Ray starts."""
     if uri_kind(uri, field=field) != "sqlite":
         return
-    path = sqlite_path(uri)
+    path = sqlite_file(uri)
     if not exists(path):  # a new store, made with the first run
         check_output_file(path, field)
         return
@@ -107,7 +101,7 @@ def check_sqlite_store(uri: str, *, field: str = "--tracking-uri") -> None:
     """The SQLite file of ``uri`` exists and is an MLflow store MLflow opens without writing:
     an SQLite database (its header, its size) with MLflow's tables at this MLflow's schema.
     Read with a read-only connection; the file is left as it was."""
-    path = sqlite_path(uri)
+    path = sqlite_file(uri)
     if not exists(path):
         raise _refused(
             field,
@@ -221,8 +215,6 @@ def _unreadable(field: str, path: Path, reason: str) -> UserInputError:
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"'()]+)")
-#: An MLflow run id (32 hex digits).
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def unreachable(error: BaseException) -> str | None:

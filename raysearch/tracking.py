@@ -14,10 +14,12 @@ the driver puts in the job's spec. Runs end FINISHED, or FAILED with the reason 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from trainables.errors import must
+from trainables.names import is_folder_name
 from trainables.numbers import is_number
 
 JOB_TAG = "raysearch.job"
@@ -28,6 +30,10 @@ TRIAL_TAG = "raysearch.trial"
 STATUS_TAG = "raysearch.status"
 PARENT_TAG = "mlflow.parentRunId"
 ARTIFACT_FOLDER = "mlartifacts"
+#: An MLflow run id.
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+#: Runs per request when reading every run of a query.
+_PAGE = 1000
 
 
 def client(uri: str):
@@ -36,17 +42,83 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite store URI (``sqlite:///PATH``, ``sqlite+DRIVER:///PATH``)
+    as SQLAlchemy opens it: relative to the working directory unless absolute
+    (``sqlite:////abs/path``), without the ``?query``. None for any other store."""
+    scheme, separator, rest = uri.partition(":///")
+    if not separator or scheme.lower().partition("+")[0] != "sqlite":
+        return None
+    return Path(rest.partition("?")[0])
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where runs of a SQLite store keep their artifacts: ``mlartifacts`` beside the database
+    (None for other stores, which have their own)."""
+    database = sqlite_file(uri)
+    if database is None:
+        return None
+    return (database.expanduser().resolve().parent / ARTIFACT_FOLDER).as_uri()
+
+
 def experiment_id(mlflow_client, name: str) -> str:
     """Get or create the experiment; artifacts of a local store go next to the database."""
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    uri = mlflow_client.tracking_uri
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
-        location = (database.parent / ARTIFACT_FOLDER).as_uri()
+    location = artifact_root(mlflow_client.tracking_uri)
     return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def all_runs(mlflow_client, experiment_ids: list[str], filter_string: str = "") -> list:
+    """Every active run matching ``filter_string``, however many (MLflow returns a page at a
+    time). MLflow's own errors pass through."""
+    runs, token = [], None
+    while True:
+        page = mlflow_client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=_PAGE, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def child_runs(
+    mlflow_client, experiment: str, parent_run_id: str, *, running_only: bool = False
+) -> list:
+    """The runs of ``experiment`` whose parent is ``parent_run_id`` (a search's trials), every
+    page of them; only those still RUNNING with ``running_only``."""
+    parent = filter_value(parent_run_id, field="run id")
+    query = f"tags.`{PARENT_TAG}` = {parent}"
+    if running_only:
+        query += " and attributes.status = 'RUNNING'"
+    return all_runs(mlflow_client, [experiment], query)
+
+
+def is_search_run(run) -> bool:
+    """A search's parent run (a training job's run, kind ``train``, is never one)."""
+    tags = run.data.tags
+    return bool(tags.get(SEARCH_TAG)) and tags.get(KIND_TAG, "search") == "search"
+
+
+def find_search_run(mlflow_client, experiment: str | None, ref: str):
+    """The run ``ref`` names: a run id (in any experiment; returned whatever it is, for the
+    caller to refuse a run that is no search's), else the newest search named ``ref`` in
+    ``experiment`` (not looked for when ``experiment`` is None). None when there is neither. A
+    name that is no valid search name is never put into a filter string."""
+    from mlflow.exceptions import MlflowException
+
+    if RUN_ID.fullmatch(ref):
+        try:
+            return mlflow_client.get_run(ref)
+        except MlflowException:  # no such run: perhaps a search named like a run id
+            pass
+    if experiment is None or not is_folder_name(ref):  # what `launch --name` accepts
+        return None
+    query = f"tags.`{SEARCH_TAG}` = {filter_value(ref, field='--search')}"
+    found = [run for run in all_runs(mlflow_client, [experiment], query) if is_search_run(run)]
+    return max(found, key=lambda run: run.info.start_time or 0) if found else None
 
 
 def find_run(mlflow_client, experiment: str, tag: str, value: str):

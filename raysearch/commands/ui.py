@@ -7,9 +7,8 @@ import ipaddress
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from raysearch.tracking import ARTIFACT_FOLDER
+from raysearch.tracking import artifact_root
 from trainables.errors import must
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
@@ -37,15 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
     parser.set_defaults(handler=run)
-
-
-def artifact_root(uri: str) -> str | None:
-    """The artifact folder of a local SQLite store (as :func:`raysearch.tracking.experiment_id`
-    places it: ``mlartifacts`` beside the database); None for other stores."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
-    return (database.parent / ARTIFACT_FOLDER).as_uri()
 
 
 def ui_command(

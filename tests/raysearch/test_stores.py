@@ -231,7 +231,7 @@ def test_accepted_uri_kinds():
     assert stores.uri_kind("https://mlflow.example.org") == "http"
     assert stores.uri_kind("databricks") == stores.uri_kind("databricks://profile")
     assert stores.uri_kind("postgresql+psycopg2://u:p@db/mlflow") == "database"
-    assert stores.sqlite_path("sqlite:///relative.db?timeout=5") == Path("relative.db")
+    assert tracking.sqlite_file("sqlite:///relative.db?timeout=5") == Path("relative.db")
 
 
 def test_a_database_without_mlflow_tables_is_refused_through_sqlalchemy_too(isolated, capsys):

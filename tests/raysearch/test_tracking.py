@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
+
+import pytest
 
 from raysearch import tracking
 
@@ -39,3 +42,62 @@ def test_it_travels_to_a_worker_without_its_client(tmp_path):
     assert copy._client is None and (copy.tracking_uri, copy.run_id) == (uri, run_id)
     copy(1, {"loss": 2.0})
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("sqlite:///mlflow.db", Path("mlflow.db")),
+        ("sqlite:////abs/dir/m.db", Path("/abs/dir/m.db")),
+        ("sqlite+pysqlite:///rel/m.db?timeout=5", Path("rel/m.db")),
+        ("SQLite:///m.db", Path("m.db")),
+        ("http://127.0.0.1:5000", None),
+        ("postgresql://u@h/db", None),
+        ("databricks", None),
+    ],
+)
+def test_the_one_parser_of_sqlite_uris(uri, expected):
+    assert tracking.sqlite_file(uri) == expected
+
+
+def test_artifacts_of_a_sqlite_store_live_beside_it(tmp_path):
+    root = tracking.artifact_root(f"sqlite:///{tmp_path / 'm.db'}")
+    assert root == (tmp_path / tracking.ARTIFACT_FOLDER).as_uri()
+    assert tracking.artifact_root("http://127.0.0.1:5000") is None
+
+
+def _search_with_trials(client, experiment, name, trials):
+    parent = client.create_run(experiment, tags={tracking.SEARCH_TAG: name})
+    children = []
+    for _ in range(trials):
+        run = client.create_run(experiment, tags={tracking.PARENT_TAG: parent.info.run_id})
+        children.append(run.info.run_id)
+    return parent, children
+
+
+def test_every_page_of_child_runs_is_read(tmp_path, monkeypatch):
+    uri, client, _ = _run(tmp_path)
+    experiment = tracking.experiment_id(client, "raysearch")
+    parent, children = _search_with_trials(client, experiment, "s", 5)
+    monkeypatch.setattr(tracking, "_PAGE", 2)  # five trials come in three pages
+    found = tracking.child_runs(client, experiment, parent.info.run_id)
+    assert sorted(run.info.run_id for run in found) == sorted(children)
+    client.set_terminated(children[0], status="FINISHED")
+    running = tracking.child_runs(client, experiment, parent.info.run_id, running_only=True)
+    assert sorted(run.info.run_id for run in running) == sorted(children[1:])
+
+
+def test_a_search_is_found_by_run_id_or_by_name_the_newest_first(tmp_path):
+    uri, client, job_run_id = _run(tmp_path)
+    experiment = tracking.experiment_id(client, "raysearch")
+    first, _ = _search_with_trials(client, experiment, "sweep", 0)
+    newer, _ = _search_with_trials(client, experiment, "sweep", 0)
+    assert tracking.find_search_run(client, experiment, first.info.run_id).info.run_id == (
+        first.info.run_id
+    )
+    assert tracking.find_search_run(client, experiment, "sweep").info.run_id == newer.info.run_id
+    job = tracking.find_search_run(client, experiment, job_run_id)  # a run, but no search's
+    assert job is not None and not tracking.is_search_run(job)
+    assert tracking.find_search_run(client, experiment, "0" * 32) is None
+    assert tracking.find_search_run(client, experiment, "nope") is None
+    assert tracking.find_search_run(client, experiment, "x' or '1'='1") is None  # never queried
