@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raysearch.tables import render_table
 from trainables.numbers import is_number
 
 #: Trial outcomes: ran every epoch / stopped early by the scheduler / raised / not ended yet.
@@ -213,11 +214,7 @@ def format_table(rows: Sequence[TrialRow], param_names: Sequence[str], metrics: 
         ]
         for row in sorted(rows, key=lambda r: r.number)
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True))
-        for line in [header, *body]
-    )
+    return render_table(header, body)
 
 
 def describe_params(params: dict[str, Any]) -> str:
