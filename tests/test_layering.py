@@ -13,13 +13,21 @@ SCIENCE = sorted((ROOT / "trainables").rglob("*.py"))
 
 
 def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function; for ``from a import b``
+    both ``a`` and ``a.b`` (``b`` may be a submodule)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 @pytest.mark.parametrize("path", SCIENCE, ids=lambda p: str(p.relative_to(ROOT)))
@@ -35,3 +43,24 @@ def test_the_science_imports_neither_the_product_nor_mlflow(path):
 def test_search_spaces_holds_data_only():
     assert not list((ROOT / "search_spaces").glob("*.py"))
     assert sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_no_module_imports_itself_through_others():
+    paths = SCIENCE + sorted((ROOT / "raysearch").rglob("*.py"))
+    modules = {_module_name(path): path for path in paths}
+    imports = {
+        name: {other for other in _imported_modules(path) if other in modules and other != name}
+        for name, path in modules.items()
+    }
+    cycles = []
+    for start in modules:  # depth-first search for a path back to `start`
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            name, trail = stack.pop()
+            for other in imports[name]:
+                if other == start:
+                    cycles.append(" -> ".join((*trail, start)))
+                elif other not in seen:
+                    seen.add(other)
+                    stack.append((other, (*trail, other)))
+    assert not cycles, "import cycles: " + "; ".join(sorted(set(cycles))[:5])

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from raysearch.config import schema
 from raysearch.config.schema import DEFAULT_METHOD, HIDDEN, HOISTED, ExperimentConfig, shown
 from raysearch.config.writing import join_key
 from trainables.errors import UserInputError, must
@@ -42,7 +41,7 @@ def _science_names() -> dict[str, type]:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    if cls.__module__ == schema.__name__:
+    if cls.__module__ == ExperimentConfig.__module__:  # the schema resolves these names lazily
         return typing.get_type_hints(cls, localns=_science_names())
     return typing.get_type_hints(cls)
 
