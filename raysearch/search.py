@@ -349,13 +349,31 @@ def launch(
     trials have ended waits for that clean-up.
     """
     with _quiet_console(verbose), stopping.SigtermGuard() as sigterm:
-        return _launch(space, space_file, trials, address, resume, name, verbose, out, sigterm)
+        return _launch(
+            space,
+            space_file=space_file,
+            trials=trials,
+            address=address,
+            resume=resume,
+            name=name,
+            verbose=verbose,
+            out=out,
+            sigterm=sigterm,
+        )
 
 
 def _launch(
-    space, space_file, trials, address, resume, name, verbose, out, sigterm
+    space: SearchSpace,
+    *,
+    space_file: Path | None,
+    trials: int | None,
+    address: str | None,
+    resume: bool,
+    name: str | None,
+    verbose: bool,
+    out: Callable[[str], None],
+    sigterm: stopping.SigtermGuard,
 ) -> SearchResult:
-    import optuna
 
     if trials is not None:
         if resume:
@@ -365,9 +383,8 @@ def _launch(
     total = trials if trials is not None else space.budget.trials
     search = resolve_search_name(space, name, resume)
     searches = searches_folder(space)
-    paths = SearchPaths(
-        searches / search, optuna_storage_url(space.base.mlflow.resolved_tracking_uri(), searches)
-    )
+    uri = space.base.mlflow.resolved_tracking_uri()
+    paths = SearchPaths(searches / search, optuna_storage_url(uri, searches))
     scaling = space.base.scaling
     footprint = TrialFootprint(
         scaling.workers,
@@ -375,7 +392,7 @@ def _launch(
         scaling.gpus_per_worker,
         in_process=scaling.workers == 1 and scaling.in_process,
     )
-    stores.check_store_for_writing(space.base.mlflow.resolved_tracking_uri())
+    stores.check_store_for_writing(uri)
     ensure_ray(address, footprint, verbose=verbose)
     import ray
 
@@ -383,7 +400,6 @@ def _launch(
     resources = trial_resources(cluster, footprint)
     concurrency = _concurrency(space, footprint, cluster)
 
-    uri = space.base.mlflow.resolved_tracking_uri()
     client = tracking.client(uri)
     experiment = tracking.experiment_id(client, space.base.mlflow.experiment)
     parent, created = tracking.get_or_create_search_run(client, experiment, search)
@@ -418,18 +434,7 @@ def _launch(
         TrialRuns(uri, experiment, search, paths.jobs, space.base.checkpoint.keep),
         Progress(space, total, out),
     ]
-    verb = "resuming" if resume else "starting"
-    scheduler_text = (
-        f"ASHA on {space.objectives[0].metric} (grace {space.budget.grace_epochs} epoch(s), "
-        f"keeps 1/{space.budget.reduction_factor})"
-        if space.budget.scheduler == "asha"
-        else "no early stopping"
-    )
-    out(
-        f"{verb} search {search}: {total} trials, {concurrency} at a time, {sampler_name} on "
-        + " and ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
-        + f", {scheduler_text}"
-    )
+    out(_starting_line(space, search, total, concurrency, sampler_name, resume))
     out(f"  MLflow run {parent_id} in experiment {space.base.mlflow.experiment!r} ({uri})")
 
     interrupted = False
@@ -447,60 +452,63 @@ def _launch(
             ),
         )
         if resume:
-            tuner = tune.Tuner.restore(
-                str(paths.tune),
-                trainable=trainable,
-                resume_unfinished=True,
-                resume_errored=True,
-                restart_errored=False,
-            )
+            tuner = _restored_tuner(paths, trainable, run_config)
         else:
-            searcher = StudySearch(
-                space=DefineByRun(space),
-                metric=space.metrics if space.multi_objective else space.metrics[0],
-                mode=space.modes if space.multi_objective else space.modes[0],
-                sampler=build_sampler(space),
-                study_name=search,
-                storage=optuna.storages.RDBStorage(paths.optuna_url),
-            )
-            from ray.tune.search import ConcurrencyLimiter
-
-            tuner = tune.Tuner(
+            tuner = _new_tuner(
+                space,
+                paths,
+                search,
                 trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                    scheduler=build_scheduler(space),
-                    num_samples=total,
-                    trial_dirname_creator=trial_folder_name,
-                    # The next trial runs in the process of the last one that ended: no new
-                    # process to start, no libraries to import again. Only for trials that
-                    # train in process: their thread ends at once when ASHA stops them (Tune
-                    # reports synchronously), while a worker group's trial is still inside its
-                    # fit() two seconds later, and Tune then fails the next trial instead.
-                    reuse_actors=footprint.in_process,
-                ),
-                run_config=run_config,
+                run_config,
+                concurrency,
+                total,
+                in_process=footprint.in_process,
             )
-        restored = local_tuner_run_config(tuner) if resume else None
-        if restored is not None:
-            # A restored Tuner brings back its pickled RunConfig: give it this process's
-            # callbacks (fresh clock, this console) and verbosity. Through Ray Client the
-            # pickled callbacks run as they were saved (they pickle for that).
-            restored.callbacks = callbacks
-            restored.verbose = run_config.verbose
         grid = tuner.fit()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (stopping.Stopped)
         interrupted = True
         grid = None
     sigterm.defer()  # the clean-up below closes the runs: a SIGTERM now waits for it
 
+    return _search_result(
+        space,
+        grid,
+        client=client,
+        uri=uri,
+        experiment=experiment,
+        search=search,
+        parent_id=parent_id,
+        paths=paths,
+        total=total,
+        interrupted=interrupted,
+        stop_reason=sigterm.reason,
+    )
+
+
+def _search_result(
+    space: SearchSpace,
+    grid,
+    *,
+    client,
+    uri: str,
+    experiment: str,
+    search: str,
+    parent_id: str,
+    paths: SearchPaths,
+    total: int,
+    interrupted: bool,
+    stop_reason: str | None,
+) -> SearchResult:
+    """After Tune: the trials' table, nothing left RUNNING, the report written, the parent run
+    closed. An interruption, or trials that did not end, make the result ``interrupted``."""
+    import optuna
+
     trials_state = result_grid_trials(grid) if grid is not None else []
     rows = _rows(trials_state, client, experiment, search)
     ended = sum(row.status != "unfinished" for row in rows)
     interrupted = interrupted or ended < total
     study = optuna.load_study(study_name=search, storage=paths.optuna_url)
-    _close_orphans(study, client, experiment, parent_id, interrupted, stop_reason=sigterm.reason)
-    best = best_trials(rows, space.metrics, space.modes)
+    _close_orphans(study, client, experiment, parent_id, interrupted, stop_reason=stop_reason)
     param_names = space_param_names(space, rows)
     result = SearchResult(
         name=search,
@@ -510,10 +518,10 @@ def _launch(
         study_name=search,
         optuna_url=paths.optuna_url,
         rows=rows,
-        best=best,
+        best=best_trials(rows, space.metrics, space.modes),
         interrupted=interrupted,
         table=format_table(rows, param_names, space.metrics),
-        stop_reason=sigterm.reason if interrupted else None,
+        stop_reason=stop_reason if interrupted else None,
     )
     records = summary_records(rows, param_names, space.metrics)
     result.artifacts.update(write_summary(records, paths.report))
@@ -522,6 +530,85 @@ def _launch(
     result.notes.extend(notes)
     _finish_parent(client, parent_id, result, space, paths)
     return result
+
+
+def _starting_line(
+    space: SearchSpace, search: str, total: int, concurrency: int, sampler: str, resume: bool
+) -> str:
+    """The first progress line: what runs, how many at once, on what, stopped how."""
+    scheduler = (
+        f"ASHA on {space.objectives[0].metric} (grace {space.budget.grace_epochs} epoch(s), "
+        f"keeps 1/{space.budget.reduction_factor})"
+        if space.budget.scheduler == "asha"
+        else "no early stopping"
+    )
+    objectives = " and ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
+    verb = "resuming" if resume else "starting"
+    return (
+        f"{verb} search {search}: {total} trials, {concurrency} at a time, {sampler} on "
+        f"{objectives}, {scheduler}"
+    )
+
+
+def _new_tuner(
+    space: SearchSpace,
+    paths: SearchPaths,
+    search: str,
+    trainable,
+    run_config,
+    concurrency: int,
+    total: int,
+    *,
+    in_process: bool,
+):
+    """A Tuner for a new search: Optuna's study in ``paths.optuna_url``, ASHA, ``total`` trials
+    with at most ``concurrency`` at once; ``in_process``: the trials train in their own process."""
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher = StudySearch(
+        space=DefineByRun(space),
+        metric=space.metrics if space.multi_objective else space.metrics[0],
+        mode=space.modes if space.multi_objective else space.modes[0],
+        sampler=build_sampler(space),
+        study_name=search,
+        storage=optuna.storages.RDBStorage(paths.optuna_url),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+            scheduler=build_scheduler(space),
+            num_samples=total,
+            trial_dirname_creator=trial_folder_name,
+            # The next trial runs in the process of the last one that ended: no new process to
+            # start, no libraries to import again. Only for trials that train in process: their
+            # thread ends at once when ASHA stops them (Tune reports synchronously), while a
+            # worker group's trial is still inside its fit() two seconds later, and Tune then
+            # fails the next trial instead.
+            reuse_actors=in_process,
+        ),
+        run_config=run_config,
+    )
+
+
+def _restored_tuner(paths: SearchPaths, trainable, run_config):
+    """The Tuner of an interrupted search, its unfinished and errored trials to run again."""
+    tuner = tune.Tuner.restore(
+        str(paths.tune),
+        trainable=trainable,
+        resume_unfinished=True,
+        resume_errored=True,
+        restart_errored=False,
+    )
+    restored = local_tuner_run_config(tuner)
+    if restored is not None:
+        # A restored Tuner brings back its pickled RunConfig: give it this process's callbacks
+        # (fresh clock, this console) and verbosity. Through Ray Client the pickled callbacks
+        # run as they were saved (they pickle for that).
+        restored.callbacks = run_config.callbacks
+        restored.verbose = run_config.verbose
+    return tuner
 
 
 def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSpace, paths):
