@@ -195,7 +195,7 @@ class EpochLog:
     """Per-epoch metrics into a job's MLflow run, by step = epoch, each epoch written once: a
     restarted worker group skips the epochs the run already holds.
 
-    Called by rank 0 of the training loop as ``log(epoch, metrics)``; it is pickled to the
+    Called by rank 0 of the training loop as ``log_epoch(epoch, metrics)``; it is pickled to the
     workers, which open their own MLflow client on first use.
     """
 
