@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from raysearch import tracking
 from trainables.cache import content_key
 from trainables.errors import UserInputError, must
 from trainables.readers import load_safetensors, load_torch_file, read_json
@@ -32,14 +33,6 @@ TREES_FILE = "trees.json"
 PROFILE_FILE = "profile.json"
 META_FILE = "model.json"
 FORMAT = "raysearch-model/1"
-
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    """What reading a run or its artifacts raises when they are missing or cannot be read (an
-    ``except`` clause evaluates this only when something was raised, so MLflow loads lazily)."""
-    from mlflow.exceptions import MlflowException
-
-    return (MlflowException, OSError)
 
 
 def architecture_of(config) -> tuple[str, bool]:
@@ -103,20 +96,20 @@ def package_from_run(client, run_id: str, folder: Path, lineage: dict[str, str])
     with tempfile.TemporaryDirectory() as scratch:
         try:
             state_path = client.download_artifacts(run_id, f"checkpoint/{STATE_FILE}", scratch)
-        except _store_errors():
+        except tracking.store_errors():
             raise must(
                 "run", "a run with a checkpoint (artifact checkpoint/state.pt)", run_id
             ) from None
         try:
             inputs = Path(client.download_artifacts(run_id, "inputs", scratch))
-        except _store_errors():
+        except tracking.store_errors():
             raise must("run", "a run with its inputs (artifacts inputs/)", run_id) from None
         profile = None
         try:
             profile_path = client.download_artifacts(run_id, f"evaluation/{PROFILE_FILE}", scratch)
             profile = json.loads(Path(profile_path).read_text())
         except (
-            *_store_errors(),
+            *tracking.store_errors(),
             ValueError,
         ):  # a job without the final profile still makes a model
             profile = None
@@ -197,7 +190,7 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
     """
     import mlflow
 
-    from raysearch import stores, tracking
+    from raysearch import stores
 
     if model.startswith(("models:/", "runs:/")):
         stores.open_store(tracking_uri, read_only=True)
@@ -205,7 +198,7 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
         mlflow.set_tracking_uri(tracking_uri)
         try:
             folder = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(scratch))
-        except _store_errors() as error:
+        except tracking.store_errors() as error:
             reason = " ".join(str(error).split())[:200]
             raise stores.store_failure(tracking_uri, error) or must(
                 "--model", f"a registered model in {tracking_uri} ({reason})", model
@@ -222,7 +215,7 @@ def fetch_package(model: str, tracking_uri: str, scratch: Path) -> Path:
     client = stores.open_store(tracking_uri, read_only=True)
     try:
         client.get_run(model)
-    except _store_errors() as error:
+    except tracking.store_errors() as error:
         failure = stores.store_failure(tracking_uri, error)
         raise failure or must("--model", wanted, model) from None
     return package_from_run(client, model, scratch / "package", {"raysearch.trial_run": model})

@@ -88,11 +88,9 @@ def refusal(run) -> str | None:
 
 
 def _checkpointed(client, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
     try:
         files = client.list_artifacts(run_id, "checkpoint")
-    except (MlflowException, OSError):  # an artifact store that cannot list: no checkpoint
+    except tracking.store_errors():  # an artifact store that cannot list: no checkpoint
         return False
     return any(item.path.endswith("state.pt") for item in files)
 

@@ -36,6 +36,14 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 _PAGE = 1000
 
 
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What reading a run or its artifacts raises when they are missing or cannot be read (an
+    ``except`` clause evaluates this only when something was raised, so MLflow loads lazily)."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -202,9 +210,11 @@ class EpochLog:
     def __init__(self, tracking_uri: str, run_id: str):
         self.tracking_uri, self.run_id = tracking_uri, run_id
         self._client = None
+        self._logged: set[int] | None = None  # read from the run once per process
 
     def __getstate__(self) -> dict:
-        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "_client": None}
+        state = {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+        return {**state, "_client": None, "_logged": None}
 
     def _mlflow(self):
         if self._client is None:
@@ -216,7 +226,9 @@ class EpochLog:
         return {metric.step for metric in history}
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch in self.logged_epochs():
+        if self._logged is None:
+            self._logged = self.logged_epochs()
+        if epoch in self._logged:
             return
         from mlflow.entities import Metric
 
@@ -229,3 +241,4 @@ class EpochLog:
         # "epoch" last: its presence marks the epoch as completely logged.
         entries.append(Metric(key="epoch", value=float(epoch), timestamp=stamp, step=epoch))
         self._mlflow().log_batch(self.run_id, metrics=entries)
+        self._logged.add(epoch)
