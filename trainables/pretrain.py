@@ -363,7 +363,8 @@ def load_or_pretrain_base(
         report_samples: images per split used for the report (default: 1000 of the fine-tuning
             dataset, each suite dataset's own cap).
     """
-    from trainables.data.embedded import embedded_spec, load_embedded
+    from trainables.data.embedded import load_embedded
+    from trainables.data.embedded_spec import embedded_spec
     from trainables.hierarchy.shipped import load_shipped
 
     settings = settings or PretrainSettings()

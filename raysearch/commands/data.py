@@ -7,15 +7,9 @@ import json
 import time
 from typing import Any
 
-from trainables.data.embedded import (
-    RECIPES,
-    SPLITS,
-    EmbeddedSpec,
-    embedded_cache_path,
-    embedded_spec,
-    is_cached,
-    load_embedded,
-)
+from trainables.data.embedded import embedded_cache_path, is_cached, load_embedded
+from trainables.data.embedded_spec import RECIPES, EmbeddedSpec, embedded_spec
+from trainables.data.splits import SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

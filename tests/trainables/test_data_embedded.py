@@ -14,19 +14,18 @@ import torch
 from trainables.data import embedded
 from trainables.data.embedded import (
     CHUNK_SIZE,
-    SPLITS,
-    EmbeddedSpec,
-    ImageSplit,
-    draw_masks,
     embedded_cache_path,
     generate_splits,
     is_cached,
     load_embedded,
-    render_images,
     split_labels,
 )
+from trainables.data.embedded_render import render_images
+from trainables.data.embedded_shapes import draw_masks
+from trainables.data.embedded_spec import EmbeddedSpec
 from trainables.data.embedded_taxonomy import LEAVES
 from trainables.data.registry import available_datasets, load_split
+from trainables.data.splits import SPLITS, ImageSplit
 from trainables.errors import UserInputError
 
 N_CLASSES = len(LEAVES)
@@ -359,8 +358,8 @@ def test_torchvision_arrays_become_an_image_split(tmp_path, monkeypatch):
 
 
 def test_every_embedded_dataset_labels_its_own_attribute():
-    from trainables.data.embedded import ATTRIBUTES, RECIPES, UNNAMED, embedded_spec
-    from trainables.data.embedded_taxonomy import ALL_SHAPES, HELD_OUT_SHAPES
+    from trainables.data.embedded_spec import RECIPES, embedded_spec
+    from trainables.data.embedded_taxonomy import ALL_SHAPES, ATTRIBUTES, HELD_OUT_SHAPES, UNNAMED
 
     for name, recipe in RECIPES.items():
         spec = embedded_spec(name, n_train=96, n_val=0, n_test=0)

@@ -132,7 +132,8 @@ def test_caption_truth_knows_when_an_image_has_no_name_for_an_attribute(world):
 
 
 def test_sampled_captions_are_true_of_their_images_and_follow_the_mix(world):
-    from trainables.data.embedded import embedded_spec, generate_splits
+    from trainables.data.embedded import generate_splits
+    from trainables.data.embedded_spec import embedded_spec
 
     spec = embedded_spec("embedded-world", n_train=600, n_val=0, n_test=0)
     _, _, attributes = generate_splits(spec, ["train"], workers=1)["train"]
@@ -191,7 +192,7 @@ def test_second_load_comes_from_the_cache(base_model):
 
 
 def test_a_freshly_pretrained_model_carries_no_gradients(tmp_path, monkeypatch):
-    from trainables.data.embedded import EmbeddedSpec, embedded_spec
+    from trainables.data.embedded_spec import EmbeddedSpec, embedded_spec
     from trainables.pretrain import PretrainSettings, load_or_pretrain_base
 
     monkeypatch.setenv("RAYSEARCH_CACHE", str(tmp_path))
@@ -286,17 +287,18 @@ def test_source_digest_follows_every_edit_of_the_source(tmp_path, monkeypatch):
 
 
 def test_the_dataset_key_covers_the_rendering_code(monkeypatch):
-    from trainables.data import embedded
-    from trainables.data.embedded import EmbeddedSpec
+    from trainables.data import embedded_spec
+    from trainables.data.embedded_spec import EmbeddedSpec
 
     reference = EmbeddedSpec().key()
-    monkeypatch.setattr(embedded, "RENDER_SOURCES", ("trainables.data.embedded",))
+    monkeypatch.setattr(embedded_spec, "RENDER_SOURCES", ("trainables.data.embedded",))
     assert EmbeddedSpec().key() != reference
 
 
 def test_pretraining_is_bitwise_reproducible_at_a_fixed_thread_count(world):
     from trainables.backbone import EMBEDDED_ARCH, create_architecture
-    from trainables.data.embedded import embedded_spec, load_embedded
+    from trainables.data.embedded import load_embedded
+    from trainables.data.embedded_spec import embedded_spec
     from trainables.pretrain import PretrainSettings, pretrain
 
     settings = PretrainSettings(steps=3, batch_size=32, warmup_steps=1, seed=5)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 
-from trainables.data.embedded import RECIPES
+from trainables.data.embedded_spec import RECIPES
 from trainables.data.embedded_taxonomy import LEAVES as EMBEDDED_CLASSES
 from trainables.errors import must
 

@@ -182,3 +182,9 @@ SIZES: dict[str, tuple[float, float]] = {
 #: (Stripes were tried and dropped: the tiny base model confused them with dots, about half of
 #: striped validation images in two pretraining runs.)
 BACKGROUNDS: tuple[str, ...] = ("plain", "checkered", "dotted")
+#: Per-image attributes every render records, in column order. Each is an index into its name
+#: list (shape: :data:`ALL_SHAPES`; colour: :data:`COLOURS`; size: :data:`SIZES`; background:
+#: :data:`BACKGROUNDS`), or :data:`UNNAMED` for a random colour, the spec's radius range, or the
+#: textured gradient background.
+ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "background")
+UNNAMED = -1

@@ -18,14 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from trainables.cache import cache_dir
-from trainables.data.embedded import (
-    RECIPES,
-    SPLITS,
-    EmbeddedSpec,
-    ImageSplit,
-    embedded_spec,
-    load_embedded,
-)
+from trainables.data.embedded import load_embedded
+from trainables.data.embedded_spec import RECIPES, EmbeddedSpec, embedded_spec
+from trainables.data.splits import SPLITS, ImageSplit
 from trainables.errors import UserInputError, must
 
 
