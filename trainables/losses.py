@@ -15,13 +15,14 @@ The hierarchical loss (METHOD.md) is
 
 with HITA the per-level cross-entropy of every tree, with optional explicit margins
 (:mod:`trainables.margins`) and hierarchical negatives (HNSA). The level weights ``w_l`` are
-:func:`trainables.margins.level_weights`, shared with the universal attack's objective.
+:func:`trainables.margins.level_weights`, shared with the universal attack's objective. The
+settings are :mod:`trainables.loss_settings`, the precomputed index tables
+:mod:`trainables.loss_tables`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +30,10 @@ from torch import nn
 
 from trainables import geometry
 from trainables.errors import must
-from trainables.margins import LEVEL_WEIGHTS, MarginSchedule, level_margins, level_weights
+from trainables.loss_settings import HierarchicalSettings
+from trainables.loss_tables import build_loss_tables, level_size
+from trainables.margins import level_margins
 from trainables.model import HeadLayout, HeadOutput
-from trainables.numbers import is_finite_number
 
 __all__ = [
     "HierarchicalLoss",
@@ -39,93 +41,7 @@ __all__ = [
     "Objective",
 ]
 
-SUPERCLASS_IMAGES = ("hypavg", "image")
-NEGATIVES = ("none", "up", "down", "both")
-FOREST_REDUCTIONS = ("sum", "mean")
-
 Objective = Callable[[HeadOutput, torch.Tensor], torch.Tensor]
-
-
-def _check_choice(name: str, value, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise must(name, f"one of {list(choices)}", value)
-
-
-def _check_non_negative(name: str, value) -> None:
-    if not (is_finite_number(value) and value >= 0):
-        raise must(name, "a finite number >= 0", value)
-
-
-# -- settings --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HierarchicalSettings:
-    """The open settings of the hierarchical loss (METHOD.md), with the defaults used.
-
-    Attributes:
-        level_weights: weight ``w_l`` of level ``l``'s cross-entropy in HITA: ``"linear"``
-            (default, the paper's ``w_l = 1 - l / (L + 1)``: levels near the leaves weigh more)
-            or ``"uniform"`` (``w_l = 1``).
-        margins: explicit additive margins per level. Default ``MarginSchedule()``
-            (``base = 0``): the paper's method, whose margins are implicit (depth in the ball).
-            Explicit schedules (constant, linear, geometric, or "theorem": a fraction ``kappa``
-            of the maximum viable margin at each level's mean text norm) are this project's
-            searchable variant; ``raysearch compare`` runs one as ``hrz-forest+margins``. A
-            mapping is turned into a :class:`MarginSchedule`.
-        superclass_images: the image embedding scored at a superclass level ``l >= 1``:
-            ``"hypavg"`` (default, the paper's HypAvg: the Einstein midpoint of the batch's
-            images under each superclass, built recursively from the leaves up with one uniform
-            weight per child group; the cross-entropy averages over the superclasses present in
-            the batch) or ``"image"`` (each image's own embedding, an ablation). The leaf level
-            always scores each image.
-        negatives: hierarchical negative sampling (HNSA), the adjacent levels whose nodes join
-            the softmax denominator as extra negatives: ``"none"``, ``"up"`` (level ``l + 1``),
-            ``"down"`` (level ``l - 1``) or ``"both"`` (default, the paper's best). Only nodes
-            sharing no edge with the target are added: every level-``l + 1`` node but the
-            target's parent, and every level-``l - 1`` node but the target's children.
-        vic_weight: ``lambda_1``, weight of the visual-in-cone term, >= 0. Default 1.0.
-        vic_radius: ``zeta_vic``, radius (hyperbolic distance) around the leaf's text
-            embedding within which an image embedding is not penalised, >= 0. Default 1.0.
-        gap_weight: ``lambda_2``, weight of the two norm-order gap terms, >= 0. Default 0.1.
-        gap_margin: ``zeta_gap``, how much smaller (in Euclidean norm) a parent's text
-            embedding must be than its child's, >= 0. Default 0.05.
-        forest_reduction: how the per-tree terms (HITA and the gaps) combine over the trees:
-            ``"sum"`` (default, the paper) or ``"mean"``.
-    """
-
-    level_weights: str = "linear"
-    margins: MarginSchedule = field(default_factory=MarginSchedule)
-    superclass_images: str = "hypavg"
-    negatives: str = "both"
-    vic_weight: float = 1.0
-    vic_radius: float = 1.0
-    gap_weight: float = 0.1
-    gap_margin: float = 0.05
-    forest_reduction: str = "sum"
-
-    def __post_init__(self) -> None:
-        _check_choice("loss.level_weights", self.level_weights, LEVEL_WEIGHTS)
-        if isinstance(self.margins, Mapping):
-            object.__setattr__(self, "margins", MarginSchedule(**self.margins))
-        if not isinstance(self.margins, MarginSchedule):
-            raise must("loss.margins", "a MarginSchedule or a mapping of its fields", self.margins)
-        _check_choice("loss.superclass_images", self.superclass_images, SUPERCLASS_IMAGES)
-        _check_choice("loss.negatives", self.negatives, NEGATIVES)
-        for name in ("vic_weight", "vic_radius", "gap_weight", "gap_margin"):
-            _check_non_negative(f"loss.{name}", getattr(self, name))
-        _check_choice("loss.forest_reduction", self.forest_reduction, FOREST_REDUCTIONS)
-
-    @property
-    def negatives_up(self) -> bool:
-        return self.negatives in ("up", "both")
-
-    @property
-    def negatives_down(self) -> bool:
-        return self.negatives in ("down", "both")
-
-
-# -- pure functions --------------------------------------------------------------------------
 
 
 def _check_hyperbolic(output: HeadOutput, name: str = "head.geometry") -> None:
@@ -161,15 +77,11 @@ class HierarchicalLoss(nn.Module):
     embedding, so no norm order can hold between them; the gap terms skip them. This drops the
     edge from a shallow leaf to its own copy one level up (tree padding).
 
-    Edge masks, parent maps and the tables below are precomputed as (non-persistent) buffers,
-    so one call scores every ``(tree, level)`` at once: each *row* is one query (an image of the
-    batch, or the HypAvg embedding of one superclass) for one ``(tree, level)`` *key*, and its
-    *slot* ``(key, target node)`` selects the target column and the columns of its softmax (the
-    key's own level plus the allowed HNSA negatives) in the ``[rows, nodes]`` logits of every
-    node. The HypAvg embeddings of all trees are built in one Einstein-midpoint pass per level
-    and scored against every node in one distance call. This is the same cross-entropy as
-    :func:`hnsa_cross_entropy` on the level's logits with :func:`hypavg_pyramid` queries, per
-    ``(tree, level)``.
+    The index tables of :mod:`trainables.loss_tables` are held as (non-persistent) buffers,
+    so one call scores every ``(tree, level)`` at once. The HypAvg embeddings of all trees are
+    built in one Einstein-midpoint pass per level and scored against every node in one distance
+    call. This is the same cross-entropy as the per-level HNSA cross-entropy with HypAvg queries,
+    per ``(tree, level)`` (the references in the tests compute it so).
     """
 
     needs = frozenset({"adversarial"})
@@ -199,201 +111,22 @@ class HierarchicalLoss(nn.Module):
         self.trees = trees
         self.depths = tuple(layout.depth(tree) for tree in trees)
         self.leaf_slice = layout.slice_of(trees[0], 0)
-        name_ids: dict[str, int] = {}
-        node_names = torch.tensor([name_ids.setdefault(n, len(name_ids)) for n in layout.names])
-        for index, tree in enumerate(trees):
-            depth = self.depths[index]
-            sizes = [self._size(tree, level) for level in range(depth + 1)]
-            targets = [layout.targets[(tree, level)].long() for level in range(depth + 1)]
-            starts = [layout.slice_of(tree, level).start for level in range(depth + 1)]
-            label_children, label_parents = [], []
-            for level in range(depth + 1):
-                self._buffer("target", index, level, targets[level])
-            for level in range(depth):
-                # Every level-l node has leaves below it; all of them share its one parent.
-                parent = torch.empty(sizes[level], dtype=torch.long)
-                parent[targets[level]] = targets[level + 1]
-                self._buffer("parent", index, level, parent)
-                is_edge = F.one_hot(parent, sizes[level + 1]).bool()  # [n_l, n_{l+1}]
-                self._buffer("up", index, level, ~is_edge)
-                self._buffer("down", index, level + 1, ~is_edge.T)
-                lower = node_names[starts[level] : starts[level] + sizes[level]]
-                upper = node_names[starts[level + 1] : starts[level + 1] + sizes[level + 1]]
-                self._buffer("intra", index, level, lower[:, None] != upper[None, :])
-                children = targets[level] + starts[level]
-                parents = targets[level + 1] + starts[level + 1]
-                distinct = node_names[children] != node_names[parents]
-                label_children.append(children[distinct])
-                label_parents.append(parents[distinct])
-            empty = torch.empty(0, dtype=torch.long)
-            self._buffer("label_child", index, None, torch.cat([empty, *label_children]))
-            self._buffer("label_parent", index, None, torch.cat([empty, *label_parents]))
-        self._build_level_tables()
-        self._build_hypavg_tables()
-        self._build_gap_tables()
-
-    # -- buffers ---------------------------------------------------------------------------
-
-    def _size(self, tree: str, level: int) -> int:
-        node_slice = self.layout.slice_of(tree, level)
-        return node_slice.stop - node_slice.start
+        tables = build_loss_tables(layout, trees, self.settings)
+        self.keys = tables.keys
+        self._image_keys = tables.image_keys
+        self._hypavg_steps = tables.hypavg_steps
+        self._hypavg_keys = tables.hypavg_keys
+        for name, value in tables.tensors.items():
+            self.register_buffer(f"_table_{name}", value, persistent=False)
 
     def _follow(self, output: HeadOutput) -> None:
         """Move the precomputed buffers to the outputs' device (once), if the caller did not."""
         device = output.image.device
-        if self._buffer("target", 0, 0).device != device:
+        if self._table("slot_column").device != device:
             self.to(device)
 
-    def _buffer(self, kind: str, tree: int, level: int | None, value: torch.Tensor | None = None):
-        name = f"_{kind}_{tree}" + ("" if level is None else f"_{level}")
-        if value is not None:
-            self.register_buffer(name, value, persistent=False)
-        return getattr(self, name)
-
-    def _table(self, name: str, value: torch.Tensor | None = None) -> torch.Tensor:
-        if value is not None:
-            self.register_buffer(f"_table_{name}", value, persistent=False)
+    def _table(self, name: str) -> torch.Tensor:
         return getattr(self, f"_table_{name}")
-
-    def _build_level_tables(self) -> None:
-        """Keys (every ``(tree, level)``), slots (key, node) and the image rows' slots.
-
-        - ``slot_column [S]``: the node (logit column) of each slot;
-        - ``slot_key [S]``: its key;
-        - ``slot_blocked [S, N]``: the columns outside its softmax (not its own level, nor an
-          allowed HNSA negative);
-        - ``level_member [K, N]``: 1 on the nodes of each key's level, ``level_size [K]``
-          their number (mean text norms);
-        - ``level_weight [K]``: the HITA weight ``w_l`` of each key;
-        - ``image_slots [K_img, n_0]``: per key scored on the images themselves (the leaves;
-          every level for ``superclass_images="image"``), the slot of each leaf label.
-        """
-        layout, settings = self.layout, self.settings
-        self.keys = tuple(
-            (tree, level)
-            for tree, depth in zip(self.trees, self.depths, strict=True)
-            for level in range(depth + 1)
-        )
-        slot_start, total = [], 0
-        for tree, level in self.keys:
-            slot_start.append(total)
-            total += self._size(tree, level)
-        self._slot_start = tuple(slot_start)
-        blocked = torch.ones(total, layout.num_nodes, dtype=torch.bool)
-        column = torch.empty(total, dtype=torch.long)
-        slot_key = torch.empty(total, dtype=torch.long)
-        level_member = torch.zeros(len(self.keys), layout.num_nodes)
-        weights = []
-        image_keys, image_slots = [], []
-        for key, (tree, level) in enumerate(self.keys):
-            index = self.trees.index(tree)
-            depth = self.depths[index]
-            own = layout.slice_of(tree, level)
-            rows = slice(slot_start[key], slot_start[key] + own.stop - own.start)
-            column[rows] = torch.arange(own.start, own.stop)
-            slot_key[rows] = key
-            blocked[rows, own] = False
-            # -inf logits outside: a masked node adds exp(-inf) = 0 and gets no gradient.
-            if settings.negatives_up and level < depth:
-                allowed = self._buffer("up", index, level)
-                blocked[rows, layout.slice_of(tree, level + 1)] = ~allowed
-            if settings.negatives_down and level > 0:
-                allowed = self._buffer("down", index, level)
-                blocked[rows, layout.slice_of(tree, level - 1)] = ~allowed
-            level_member[key, own] = 1.0
-            weights.append(level_weights(depth, settings.level_weights)[level])
-            if level == 0 or settings.superclass_images == "image":
-                image_keys.append(key)
-                image_slots.append(slot_start[key] + self._buffer("target", index, level))
-        self._image_keys = tuple(image_keys)
-        self._table("slot_column", column)
-        self._table("slot_key", slot_key)
-        self._table("slot_blocked", blocked)
-        self._table("level_member", level_member)
-        self._table("level_size", level_member.sum(dim=-1))
-        self._table("level_weight", torch.tensor(weights, dtype=torch.float32))
-        self._table("image_slots", torch.stack(image_slots))
-
-    def _build_hypavg_tables(self) -> None:
-        """The batched HypAvg pyramid of every tree (``superclass_images="hypavg"``).
-
-        Level 0 (the leaf midpoints) is shared by every tree. Level ``l >= 1`` is one block
-        ``M_l``: the level-``l`` nodes of every tree of depth ``>= l``, in tree order. Step
-        ``l`` builds ``M_l`` from ``M_{l-1}`` in one :func:`geometry.einstein_midpoint` call
-        (``step_rows_l``: the rows of ``M_{l-1}`` taken, ``step_groups_l``: their parent in
-        ``M_l``, ``step_weights_l``: their position in the pyramid for the presence weight).
-        The pyramid is ``[level 0, M_1, ..., M_L]``; ``ancestry [n_0, P]`` marks the nodes above
-        each leaf, and the HypAvg rows (``M_1..M_L``) have slots ``hypavg_slots``.
-        """
-        self._hypavg_steps: tuple[tuple[int, bool], ...] = ()
-        self._hypavg_keys: tuple[int, ...] = ()
-        if self.settings.superclass_images != "hypavg" or max(self.depths) == 0:
-            return
-        leaves = self._size(self.trees[0], 0)
-        key_of = {key: k for k, key in enumerate(self.keys)}
-        # offsets[l][index]: where tree ``index``'s level-l nodes start in M_l (0 for level 0).
-        offsets: list[dict[int, int]] = [dict.fromkeys(range(len(self.trees)), 0)]
-        block_start = [0]  # where M_l starts in the pyramid
-        block_size = [leaves]
-        steps, hypavg_slots, hypavg_keys, above = [], [], [], []
-        for level in range(1, max(self.depths) + 1):
-            members = [i for i, depth in enumerate(self.depths) if depth >= level]
-            offset, rows, groups, positions, size = {}, [], [], [], 0
-            for index in members:
-                tree = self.trees[index]
-                offset[index] = size
-                size += self._size(tree, level)
-                below = torch.arange(self._size(tree, level - 1)) + offsets[-1][index]
-                rows.append(below)
-                groups.append(self._buffer("parent", index, level - 1) + offset[index])
-                positions.append(below + block_start[-1])
-                key = key_of[(tree, level)]
-                nodes = self._size(tree, level)
-                hypavg_slots.append(torch.arange(nodes) + self._slot_start[key])
-                hypavg_keys.extend([key] * nodes)
-                above.append((level, index, self._buffer("target", index, level)))
-            rows = torch.cat(rows)
-            identity = len(rows) == block_size[-1] and bool((rows == torch.arange(len(rows))).all())
-            step = len(steps)
-            self._table(f"step_rows_{step}", rows)
-            self._table(f"step_groups_{step}", torch.cat(groups))
-            self._table(f"step_weights_{step}", torch.cat(positions))
-            steps.append((size, identity))
-            offsets.append(offset)
-            block_start.append(block_start[-1] + block_size[-1])
-            block_size.append(size)
-        ancestry = torch.zeros(leaves, block_start[-1] + block_size[-1], dtype=torch.bool)
-        ancestry[:, :leaves] = torch.eye(leaves, dtype=torch.bool)
-        for level, index, targets in above:
-            start = block_start[level] + offsets[level][index]
-            ancestry[torch.arange(leaves), start + targets] = True
-        self._hypavg_steps = tuple(steps)
-        self._hypavg_keys = tuple(hypavg_keys)
-        self._table("ancestry", ancestry)
-        self._table("hypavg_slots", torch.cat(hypavg_slots))
-
-    def _build_gap_tables(self) -> None:
-        """Every (lower, upper) pair of the gap terms, grouped: tree ``t``'s label pairs in group
-        ``t``, its intra pairs (where ``intra`` holds) in group ``T + t``."""
-        lower, upper, group = [], [], []
-        count = torch.zeros(2 * len(self.trees))
-        for index, (tree, depth) in enumerate(zip(self.trees, self.depths, strict=True)):
-            children = self._buffer("label_child", index, None)
-            lower.append(children)
-            upper.append(self._buffer("label_parent", index, None))
-            group.append(torch.full_like(children, index))
-            count[index] = len(children)
-            for level in range(depth):
-                pairs = self._buffer("intra", index, level).nonzero()
-                lower.append(pairs[:, 0] + self.layout.slice_of(tree, level).start)
-                upper.append(pairs[:, 1] + self.layout.slice_of(tree, level + 1).start)
-                group.append(torch.full_like(pairs[:, 0], len(self.trees) + index))
-                count[len(self.trees) + index] += len(pairs)
-        self._table("gap_lower", torch.cat(lower))
-        self._table("gap_upper", torch.cat(upper))
-        self._table("gap_group", torch.cat(group))
-        # Floor the count: a group without pairs sums to 0, and so is its gap.
-        self._table("gap_count", count.clamp_min(1))
 
     # -- HITA --------------------------------------------------------------------------------
 
@@ -432,7 +165,7 @@ class HierarchicalLoss(nn.Module):
 
     def _hypavg(self, image: torch.Tensor, labels: torch.Tensor, r) -> tuple:
         """HypAvg embeddings ``[H, D]`` of every superclass row and their presence ``[H]``."""
-        leaves = self._size(self.trees[0], 0)
+        leaves = level_size(self.layout, self.trees[0], 0)
         weights = self._table("ancestry")[labels].any(dim=0).float()  # [P]: any image below
         level = geometry.einstein_midpoint(image, labels, leaves, r)
         blocks = []

@@ -15,6 +15,7 @@ from trainables import geometry
 from trainables.baseline_losses import FARELoss, PMGAFTLoss, PMGAFTSettings, TeCoALoss
 from trainables.errors import UserInputError
 from trainables.hierarchy.tree import ClassTree, Forest
+from trainables.loss_tables import display_name_ids, tree_edges
 from trainables.losses import HierarchicalLoss, HierarchicalSettings
 from trainables.margins import MarginSchedule, apply_margin, level_margins, level_weights
 from trainables.model import HeadLayout, HeadOutput
@@ -284,10 +285,11 @@ def test_more_negatives_never_lower_the_ce(hand_layout, hand_output, images):
 
 
 def test_negative_masks_exclude_exactly_the_edges(hand_layout):
-    loss = HierarchicalLoss(hand_layout)
+    first = hand_layout.tree_names[0]
+    edges = tree_edges(hand_layout, first, display_name_ids(hand_layout))
     for level, parents in FIRST_PARENT.items():
-        up = loss._buffer("up", 0, level)
-        down = loss._buffer("down", 0, level + 1)
+        up = edges.not_up[level]
+        down = edges.not_down[level + 1]
         for child, parent in enumerate(parents):
             row = [column != parent for column in range(up.shape[1])]
             assert up[child].tolist() == row
@@ -372,8 +374,9 @@ def test_gap_skips_pairs_with_one_prompt():
     layout = HeadLayout.from_forest(Forest([tree]))
     assert layout.names == ("a", "b", "c", "P", "c", "X", "Y")
     loss = HierarchicalLoss(layout, PLAIN)
-    assert loss._buffer("label_child", 0, None).tolist() == [0, 1, 3, 3, 4]  # no (c, c)
-    assert loss._buffer("intra", 0, 0).tolist() == [[True, True], [True, True], [True, False]]
+    edges = tree_edges(layout, "t", display_name_ids(layout))
+    assert edges.label_child.tolist() == [0, 1, 3, 3, 4]  # no (c, c)
+    assert edges.intra[0].tolist() == [[True, True], [True, True], [True, False]]
     norms = [0.8, 0.8, 0.8, 0.5, 0.8, 0.2, 0.2]  # the copy of c has c's embedding
     text = with_norms(ball(7, seed=9), norms)
     text[4] = text[2]
