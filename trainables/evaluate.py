@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from trainables.attacks import PGD, AutoAttack, SquareAttack, check_radius_and_steps
+from trainables.attacks import PGD, check_radius_and_steps
+from trainables.evaluation_attacks import AutoAttack, SquareAttack
 from trainables.model import LevelHead, ZeroShotClassifier
 from trainables.radii import format_eps
 

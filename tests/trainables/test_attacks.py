@@ -10,7 +10,6 @@ from torch import nn
 from trainables.attacks import (
     PGD,
     UNIVERSAL,
-    AutoAttack,
     EmbeddingPGD,
     HierarchicalObjective,
     LevelObjective,
@@ -18,6 +17,7 @@ from trainables.attacks import (
     hierarchical_perturbations,
 )
 from trainables.errors import UserInputError
+from trainables.evaluation_attacks import AutoAttack
 from trainables.model import HeadSettings, LevelHead, ZeroShotClassifier
 
 # -- a toy model: mechanics of the PGD loop -----------------------------------------------------
