@@ -9,14 +9,16 @@ all of it.
   *completed epochs* as the workers report them (Tune's iteration count restarts after a
   restore; the epochs do not). A trial ASHA stops enters the study as PRUNED, not as COMPLETE
   with its low-budget value (that would bias TPE towards cheap trials).
-- **Trials**: :func:`run_trial` turns a sample into an experiment config and runs it with
-  :func:`raysearch.train.run_job`: a Train job named after the search and the trial number, so
-  a retried or resumed trial continues its checkpoints and its MLflow run. Trial drivers hold
-  a ``train_driver`` slot, not a CPU (:mod:`raysearch.runtime`).
-- **MLflow**: one parent run per search (the space, the summary, the plots) and one child run
-  per trial (``mlflow.parentRunId``). The driver's callbacks (:mod:`raysearch.search_callbacks`)
-  close each child run, as only the driver knows how a trial ended: ``finished``, ``pruned``
-  (FINISHED with the ``raysearch.status`` tag, not FAILED) or ``failed`` with the reason.
+- **Trials** (:mod:`raysearch.search_trial`): :func:`run_trial` turns a sample into an
+  experiment config and runs it with :func:`raysearch.train.run_job`: a Train job named after
+  the search and the trial number, so a retried or resumed trial continues its checkpoints and
+  its MLflow run. Trial drivers hold a ``train_driver`` slot, not a CPU
+  (:mod:`raysearch.runtime`).
+- **MLflow**: one parent run per search (the space, the summary, the plots), opened and closed by
+  :mod:`raysearch.search_runs`, and one child run per trial (``mlflow.parentRunId``). The
+  driver's callbacks (:mod:`raysearch.search_callbacks`) close each child run, as only the
+  driver knows how a trial ended: ``finished``, ``pruned`` (FINISHED with the
+  ``raysearch.status`` tag, not FAILED) or ``failed`` with the reason.
 - **Output**: one progress line per trial event instead of Ray's tables; at the end the summary
   table (CSV + Parquet), the best trial or Pareto front, and PNG plots
   (:mod:`raysearch.search_report`).
@@ -27,44 +29,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ray import tune
 
 from raysearch import stopping, stores, tracking
-from raysearch.config import config_to_dict, validate_with_data
 from raysearch.private_api import local_tuner_run_config, result_grid_trials
 from raysearch.runtime import TrialFootprint, ensure_ray, trial_capacity, trial_resources
-from raysearch.search_callbacks import (
-    Progress,
-    TrialRuns,
-    error_text,
-    recorded_status,
-    sampled_params,
-)
+from raysearch.search_callbacks import Progress, TrialRuns
 from raysearch.search_report import (
-    TrialRow,
+    SearchResult,
     best_trials,
     format_table,
+    space_param_names,
     summary_records,
     write_plots,
     write_summary,
 )
+from raysearch.search_runs import close_orphans, finish_parent, log_search_inputs, trial_rows
 from raysearch.search_state import (
     FINISHED_KEY,
     MARKER_FILE,
-    NUMBER_KEY,
-    OVERRIDES_KEY,
     SearchPaths,
     optuna_storage_url,
     resolve_search_name,
     searches_folder,
-    trial_job_name,
 )
 from raysearch.search_strategy import (
     DefineByRun,
@@ -73,128 +63,13 @@ from raysearch.search_strategy import (
     build_scheduler,
     trial_folder_name,
 )
+from raysearch.search_trial import TrialContext, driver_resolved_settings, run_trial
 from raysearch.spaces import SearchSpace
-from raysearch.train import run_job
 from trainables.errors import must
-from trainables.numbers import is_finite_number
 
 log = logging.getLogger(__name__)
 
-# -- one trial ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """What every trial of a search shares (sent once to the trial drivers)."""
-
-    space: SearchSpace
-    search: str
-    parent_run_id: str
-    jobs_folder: str
-    verbose: bool = False
-    pinned: dict[str, Any] = field(default_factory=dict)  # settings resolved by the driver
-    in_process: bool = False  # the trials run their one worker themselves (no worker group)
-
-
-def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
-    """Settings whose meaning depends on the working directory, made absolute here: a trial
-    runs in a Ray worker whose working directory is not the one ``raysearch`` ran in."""
-    base = space.base
-    pinned: dict[str, Any] = {"mlflow.tracking_uri": base.mlflow.resolved_tracking_uri()}
-    if base.data.root is not None and "://" not in base.data.root:
-        pinned["data.root"] = str(Path(base.data.root).expanduser().resolve())
-    return pinned
-
-
-class ReportToTune:
-    """Forwards each epoch's report of a job run in the trial's own process to Tune, as
-    ``TuneReportCallback`` does for a worker group: the metrics, and the path of the checkpoint
-    saved with them."""
-
-    def __call__(self, metrics: dict, checkpoint_path: str) -> None:
-        from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
-
-        tune.report({**metrics, CHECKPOINT_PATH_KEY: checkpoint_path})
-
-
-def run_trial(config: dict, context: TrialContext) -> None:
-    """The Tune function of one trial: the sampled config, run as a Ray Train job.
-
-    Per-epoch metrics reach Tune from the workers (``TuneReportCallback``), or from this
-    process when the trial runs its one worker itself (:class:`ReportToTune`); this function
-    adds one final report with :data:`FINISHED_KEY` once every epoch ran.
-    """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    number = int(config[NUMBER_KEY])
-    experiment = context.space.config_for({**config[OVERRIDES_KEY], **context.pinned})
-    done = _finished_run(experiment, trial_job_name(context.search, number))
-    if done is not None:
-        # It ended before the search was interrupted (Tune's saved state predates that).
-        tune.report({**done.data.metrics, FINISHED_KEY: 1, "mlflow_run_id": done.info.run_id})
-        return
-    forest = validate_with_data(experiment)
-    sampled = {
-        key: value for key, value in config.items() if key not in (OVERRIDES_KEY, NUMBER_KEY)
-    }
-    tags = {
-        tracking.PARENT_TAG: context.parent_run_id,
-        tracking.TRIAL_TAG: tune.get_context().get_trial_id(),
-        "raysearch.search_name": context.search,
-        "raysearch.optuna_trial": str(number),
-    }
-    result = run_job(
-        experiment,
-        forest,
-        resume=None,  # a retried or resumed trial continues its checkpoints
-        job=trial_job_name(context.search, number),
-        storage=context.jobs_folder,
-        run_tags=tags,
-        extra_params={f"sampled.{key}": value for key, value in sampled.items()},
-        callbacks=() if context.in_process else (TuneReportCallback(),),
-        after_report=ReportToTune() if context.in_process else None,
-        verbose=context.verbose,
-        close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
-    )
-    final = {key: value for key, value in result.metrics.items() if is_finite_number(value)}
-    final.update({FINISHED_KEY: 1, "mlflow_run_id": result.run_id})
-    if result.checkpoint:
-        final["checkpoint"] = result.checkpoint
-    tune.report(final)
-
-
-def _finished_run(experiment, job: str):
-    """The job's MLflow run when it ended FINISHED after its last epoch (None otherwise)."""
-    client = tracking.client(experiment.mlflow.resolved_tracking_uri())
-    found = client.get_experiment_by_name(experiment.mlflow.experiment)
-    run = tracking.find_job_run(client, found.experiment_id, job) if found else None
-    if run is None or run.info.status != "FINISHED":
-        return None
-    if run.data.tags.get(tracking.STATUS_TAG, "finished") != "finished":
-        return None  # pruned: its run is FINISHED too, but it never ran its last epoch
-    return run
-
-
 # -- the search ---------------------------------------------------------------------------------
-
-
-@dataclass
-class SearchResult:
-    """A search that has run (to the end, or interrupted)."""
-
-    name: str
-    parent_run_id: str
-    tracking_uri: str
-    experiment: str
-    study_name: str
-    optuna_url: str
-    rows: list[TrialRow]
-    best: list[TrialRow]
-    artifacts: dict[str, Path] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    table: str = ""
-    stop_reason: str | None = None  # why it was interrupted, when not by Ctrl-C (SIGTERM)
 
 
 @contextlib.contextmanager
@@ -228,98 +103,6 @@ def _concurrency(space: SearchSpace, footprint: TrialFootprint, cluster: dict) -
     if space.budget.concurrency == "auto":
         return capacity
     return max(1, min(int(space.budget.concurrency), capacity))
-
-
-def _log_search_inputs(client, run_id: str, space: SearchSpace, space_file: Path | None, info):
-    import json
-    import tempfile
-
-    import yaml
-
-    params = {
-        "search.space": space.name,
-        "search.trials": space.budget.trials,
-        "search.concurrency": info["concurrency"],
-        "search.scheduler": space.budget.scheduler,
-        "search.grace_epochs": space.budget.grace_epochs,
-        "search.reduction_factor": space.budget.reduction_factor,
-        "search.seed": space.budget.seed,
-        "search.sampler": info["sampler"],
-        "search.objectives": ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives),
-        "search.study": info["study"],
-        "search.optuna_storage": info["optuna_url"],
-    }
-    tracking.log_params(client, run_id, params)
-    with tempfile.TemporaryDirectory() as folder:
-        if space_file is not None:
-            shutil.copy(space_file, Path(folder) / space_file.name)
-        Path(folder, "base-config.yaml").write_text(
-            yaml.safe_dump(config_to_dict(space.base), sort_keys=False)
-        )
-        Path(folder, "search.json").write_text(json.dumps(params, indent=2, default=str))
-        client.log_artifacts(run_id, folder, "space")
-
-
-def _rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
-    rows = []
-    for trial in trials:
-        if NUMBER_KEY not in trial.config:
-            continue
-        number = int(trial.config[NUMBER_KEY])
-        result = dict(trial.last_result or {})
-        run = tracking.find_job_run(client, experiment, trial_job_name(search, number))
-        status = recorded_status(trial, run)
-        rows.append(
-            TrialRow(
-                number=number,
-                trial_id=trial.trial_id,
-                status=status,
-                params=sampled_params(trial),
-                metrics=result,
-                epochs=int(result.get("epochs_completed", 0) or 0),
-                seconds=float(result.get("time_total_s", 0.0) or 0.0),
-                run_id=run.info.run_id if run is not None else None,
-                error=error_text(trial) if status == "failed" else None,
-            )
-        )
-    return rows
-
-
-def space_param_names(space: SearchSpace, rows: list[TrialRow]) -> list[str]:
-    """The sampled parameters in the order of the space file (``depth.<tree>`` by tree)."""
-    ordered = []
-    for param in space.params:
-        if param.kind == "depth":
-            ordered.extend(f"depth.{tree}" for tree in param.ranges)
-        else:
-            ordered.append(param.name)
-    seen = {name for row in rows for name in row.params}
-    return [name for name in ordered if name in seen] + sorted(seen - set(ordered))
-
-
-def _close_orphans(
-    study,
-    client,
-    experiment: str,
-    parent_run_id: str,
-    interrupted: bool,
-    *,
-    stop_reason: str | None = None,
-) -> None:
-    """Leave nothing RUNNING: Optuna trials no Tune trial will finish (a driver killed between
-    asking and saving) end FAIL; an interrupted search's open child runs end KILLED, with
-    ``stop_reason`` (e.g. SIGTERM) as their ``raysearch.error`` when given."""
-    from optuna.trial import TrialState
-
-    if not interrupted:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL)
-    for run in tracking.child_runs(client, experiment, parent_run_id, running_only=True):
-        reason = stop_reason or "search interrupted; continue with raysearch launch --resume"
-        if not interrupted:
-            reason = "the search ended before this trial"
-        client.set_tag(run.info.run_id, tracking.ERROR_TAG, reason)
-        client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def launch(
@@ -412,7 +195,7 @@ def _launch(
             "study": search,
             "optuna_url": paths.optuna_url,
         }
-        _log_search_inputs(client, parent_id, space, space_file, info)
+        log_search_inputs(client, parent_id, space, space_file, info)
 
     paths.root.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -504,11 +287,11 @@ def _search_result(
     import optuna
 
     trials_state = result_grid_trials(grid) if grid is not None else []
-    rows = _rows(trials_state, client, experiment, search)
+    rows = trial_rows(trials_state, client, experiment, search)
     ended = sum(row.status != "unfinished" for row in rows)
     interrupted = interrupted or ended < total
     study = optuna.load_study(study_name=search, storage=paths.optuna_url)
-    _close_orphans(study, client, experiment, parent_id, interrupted, stop_reason=stop_reason)
+    close_orphans(study, client, experiment, parent_id, interrupted, stop_reason=stop_reason)
     param_names = space_param_names(space, rows)
     result = SearchResult(
         name=search,
@@ -528,7 +311,7 @@ def _search_result(
     plots, notes = write_plots(study, space.metrics, paths.report)
     result.artifacts.update(plots)
     result.notes.extend(notes)
-    _finish_parent(client, parent_id, result, space, paths)
+    finish_parent(client, parent_id, result, space, paths)
     return result
 
 
@@ -609,41 +392,6 @@ def _restored_tuner(paths: SearchPaths, trainable, run_config):
         restored.callbacks = run_config.callbacks
         restored.verbose = run_config.verbose
     return tuner
-
-
-def _finish_parent(client, parent_id: str, result: SearchResult, space: SearchSpace, paths):
-    from mlflow.entities import Metric
-
-    counts = {
-        status: sum(row.status == status for row in result.rows)
-        for status in ("finished", "pruned", "failed", "unfinished")
-    }
-    stamp = int(time.time() * 1000)
-    metrics = [Metric(f"trials_{status}", float(n), stamp, 0) for status, n in counts.items()]
-    if result.best:
-        best = result.best[0]
-        for metric in space.metrics:
-            if is_finite_number(best.metrics.get(metric)):
-                metrics.append(Metric(f"best_{metric}", float(best.metrics[metric]), stamp, 0))
-        client.set_tag(parent_id, "raysearch.best_trial", str(best.number))
-        if best.run_id:
-            client.set_tag(parent_id, "raysearch.best_run_id", best.run_id)
-        if len(result.best) > 1:
-            client.set_tag(
-                parent_id, "raysearch.pareto_trials", ",".join(str(r.number) for r in result.best)
-            )
-    client.log_batch(parent_id, metrics=metrics)
-    client.log_artifacts(parent_id, str(paths.report), "summary")
-    if result.interrupted:
-        client.set_tag(
-            parent_id,
-            tracking.ERROR_TAG,
-            result.stop_reason
-            or f"interrupted; continue with raysearch launch --resume --name {result.name}",
-        )
-        client.set_terminated(parent_id, status="KILLED")
-    else:
-        client.set_terminated(parent_id, status="FINISHED")
 
 
 __all__ = [

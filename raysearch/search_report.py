@@ -220,3 +220,34 @@ def format_table(rows: Sequence[TrialRow], param_names: Sequence[str], metrics: 
 def describe_params(params: dict[str, Any]) -> str:
     """``trees=form+corners depth.form=2 optim.lr=0.00031`` for one line of progress."""
     return " ".join(f"{name}={_cell(value)}" for name, value in params.items())
+
+
+@dataclass
+class SearchResult:
+    """A search that has run (to the end, or interrupted)."""
+
+    name: str
+    parent_run_id: str
+    tracking_uri: str
+    experiment: str
+    study_name: str
+    optuna_url: str
+    rows: list[TrialRow]
+    best: list[TrialRow]
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    table: str = ""
+    stop_reason: str | None = None  # why it was interrupted, when not by Ctrl-C (SIGTERM)
+
+
+def space_param_names(space, rows: list[TrialRow]) -> list[str]:
+    """The sampled parameters in the order of the space file (``depth.<tree>`` by tree)."""
+    ordered = []
+    for param in space.params:
+        if param.kind == "depth":
+            ordered.extend(f"depth.{tree}" for tree in param.ranges)
+        else:
+            ordered.append(param.name)
+    seen = {name for row in rows for name in row.params}
+    return [name for name in ordered if name in seen] + sorted(seen - set(ordered))

@@ -19,9 +19,9 @@ from ray.tune.schedulers import TrialScheduler
 
 from raysearch.private_api import searcher_completed, searcher_trials
 from raysearch.runtime import DRIVER_RESOURCE, TrialFootprint
-from raysearch.search import _concurrency, space_param_names
+from raysearch.search import _concurrency
 from raysearch.search_callbacks import Progress, trial_status, trim_checkpoints
-from raysearch.search_report import TrialRow
+from raysearch.search_report import TrialRow, space_param_names
 from raysearch.search_state import (
     FINISHED_KEY,
     NUMBER_KEY,

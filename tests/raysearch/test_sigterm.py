@@ -103,7 +103,7 @@ def store(empty_store, tmp_path):
 
 
 def test_a_search_stopped_by_sigterm_ends_its_open_runs_and_its_parent_killed(store, tmp_path):
-    from raysearch import search
+    from raysearch import search_report, search_runs
 
     client, experiment, uri = store
     parent, _ = tracking.get_or_create_search_run(client, experiment, "stopped-search")
@@ -114,11 +114,11 @@ def test_a_search_stopped_by_sigterm_ends_its_open_runs_and_its_parent_killed(st
     client.set_terminated(finished, status="FINISHED")
 
     reason = stopping.STOPPED_BY_SIGTERM
-    search._close_orphans(None, client, experiment, parent_id, True, stop_reason=reason)
+    search_runs.close_orphans(None, client, experiment, parent_id, True, stop_reason=reason)
     report = tmp_path / "report"
     report.mkdir()
     (report / "summary.csv").write_text("trial\n")
-    result = search.SearchResult(
+    result = search_report.SearchResult(
         name="stopped-search",
         parent_run_id=parent_id,
         tracking_uri=uri,
@@ -131,7 +131,7 @@ def test_a_search_stopped_by_sigterm_ends_its_open_runs_and_its_parent_killed(st
         stop_reason=reason,
     )
     space = SimpleNamespace(metrics=["robust_leaf"])
-    search._finish_parent(client, parent_id, result, space, SimpleNamespace(report=report))
+    search_runs.finish_parent(client, parent_id, result, space, SimpleNamespace(report=report))
 
     for run_id in (running, parent_id):
         run = client.get_run(run_id)
@@ -142,11 +142,11 @@ def test_a_search_stopped_by_sigterm_ends_its_open_runs_and_its_parent_killed(st
 
 
 def test_a_search_interrupted_by_ctrl_c_keeps_its_resume_hint(store, tmp_path):
-    from raysearch import search
+    from raysearch import search_runs
 
     client, experiment, uri = store
     parent, _ = tracking.get_or_create_search_run(client, experiment, "ctrl-c")
     running = client.create_run(experiment, tags={tracking.PARENT_TAG: parent.info.run_id})
-    search._close_orphans(None, client, experiment, parent.info.run_id, True)
+    search_runs.close_orphans(None, client, experiment, parent.info.run_id, True)
     error = client.get_run(running.info.run_id).data.tags[tracking.ERROR_TAG]
     assert error == "search interrupted; continue with raysearch launch --resume"

@@ -1,0 +1,109 @@
+"""One trial of a search: the Tune function that turns a sample into an experiment config and
+runs it as a Ray Train job (:func:`raysearch.train.run_job`), tracked as a child run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raysearch import tracking
+from raysearch.config import validate_with_data
+from raysearch.search_state import FINISHED_KEY, NUMBER_KEY, OVERRIDES_KEY, trial_job_name
+from raysearch.spaces import SearchSpace
+from raysearch.train import run_job
+from trainables.numbers import is_finite_number
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a search shares (sent once to the trial drivers)."""
+
+    space: SearchSpace
+    search: str
+    parent_run_id: str
+    jobs_folder: str
+    verbose: bool = False
+    pinned: dict[str, Any] = field(default_factory=dict)  # settings resolved by the driver
+    in_process: bool = False  # the trials run their one worker themselves (no worker group)
+
+
+def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
+    """Settings whose meaning depends on the working directory, made absolute here: a trial
+    runs in a Ray worker whose working directory is not the one ``raysearch`` ran in."""
+    base = space.base
+    pinned: dict[str, Any] = {"mlflow.tracking_uri": base.mlflow.resolved_tracking_uri()}
+    if base.data.root is not None and "://" not in base.data.root:
+        pinned["data.root"] = str(Path(base.data.root).expanduser().resolve())
+    return pinned
+
+
+class ReportToTune:
+    """Forwards each epoch's report of a job run in the trial's own process to Tune, as
+    ``TuneReportCallback`` does for a worker group: the metrics, and the path of the checkpoint
+    saved with them."""
+
+    def __call__(self, metrics: dict, checkpoint_path: str) -> None:
+        from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+        tune.report({**metrics, CHECKPOINT_PATH_KEY: checkpoint_path})
+
+
+def run_trial(config: dict, context: TrialContext) -> None:
+    """The Tune function of one trial: the sampled config, run as a Ray Train job.
+
+    Per-epoch metrics reach Tune from the workers (``TuneReportCallback``), or from this
+    process when the trial runs its one worker itself (:class:`ReportToTune`); this function
+    adds one final report with :data:`FINISHED_KEY` once every epoch ran.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    number = int(config[NUMBER_KEY])
+    experiment = context.space.config_for({**config[OVERRIDES_KEY], **context.pinned})
+    done = _finished_run(experiment, trial_job_name(context.search, number))
+    if done is not None:
+        # It ended before the search was interrupted (Tune's saved state predates that).
+        tune.report({**done.data.metrics, FINISHED_KEY: 1, "mlflow_run_id": done.info.run_id})
+        return
+    forest = validate_with_data(experiment)
+    sampled = {
+        key: value for key, value in config.items() if key not in (OVERRIDES_KEY, NUMBER_KEY)
+    }
+    tags = {
+        tracking.PARENT_TAG: context.parent_run_id,
+        tracking.TRIAL_TAG: tune.get_context().get_trial_id(),
+        "raysearch.search_name": context.search,
+        "raysearch.optuna_trial": str(number),
+    }
+    result = run_job(
+        experiment,
+        forest,
+        resume=None,  # a retried or resumed trial continues its checkpoints
+        job=trial_job_name(context.search, number),
+        storage=context.jobs_folder,
+        run_tags=tags,
+        extra_params={f"sampled.{key}": value for key, value in sampled.items()},
+        callbacks=() if context.in_process else (TuneReportCallback(),),
+        after_report=ReportToTune() if context.in_process else None,
+        verbose=context.verbose,
+        close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
+    )
+    final = {key: value for key, value in result.metrics.items() if is_finite_number(value)}
+    final.update({FINISHED_KEY: 1, "mlflow_run_id": result.run_id})
+    if result.checkpoint:
+        final["checkpoint"] = result.checkpoint
+    tune.report(final)
+
+
+def _finished_run(experiment, job: str):
+    """The job's MLflow run when it ended FINISHED after its last epoch (None otherwise)."""
+    client = tracking.client(experiment.mlflow.resolved_tracking_uri())
+    found = client.get_experiment_by_name(experiment.mlflow.experiment)
+    run = tracking.find_job_run(client, found.experiment_id, job) if found else None
+    if run is None or run.info.status != "FINISHED":
+        return None
+    if run.data.tags.get(tracking.STATUS_TAG, "finished") != "finished":
+        return None  # pruned: its run is FINISHED too, but it never ran its last epoch
+    return run
