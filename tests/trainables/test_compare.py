@@ -8,11 +8,13 @@ from trainables.compare import (
     ENTRIES,
     LEARNING_RATES,
     CompareSettings,
-    claims,
     entry_settings,
+    run_compare,
+)
+from trainables.compare_claims import (
+    claims,
     interval,
     paired_difference,
-    run_compare,
     summarise,
     t_quantile,
     table_columns,
