@@ -152,7 +152,7 @@ def load_classifier(folder: Path, device: str | torch.device = "cpu"):
     """The fine-tuned classifier over every tree of the package's forest, in eval mode."""
     from raysearch.config import config_from_dict
     from trainables.backbone import create_architecture
-    from trainables.hierarchy.tables import forest_from_dict
+    from trainables.hierarchy.tree_dicts import forest_from_dict
     from trainables.methods import training_forest
     from trainables.model import ZeroShotClassifier
 

@@ -64,7 +64,7 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
 
 
 def _log_inputs(mlflow_client, run_id: str, config: ExperimentConfig, forest) -> None:
-    from trainables.hierarchy.tables import forest_to_dict
+    from trainables.hierarchy.tree_dicts import forest_to_dict
 
     with tempfile.TemporaryDirectory() as folder:
         Path(folder, "config.json").write_text(json.dumps(config_to_dict(config), indent=2))

@@ -156,7 +156,7 @@ def _reference_classes(searched, images: torch.Tensor, scratch: Path) -> list[di
     """The trial's classifier built the way the training job built it, from its checkpoint."""
     from raysearch.config import config_from_dict
     from trainables.clip_loader import load_clip
-    from trainables.hierarchy.tables import forest_from_dict
+    from trainables.hierarchy.tree_dicts import forest_from_dict
     from trainables.methods import build_method
 
     client = tracking.client(_uri(searched))

@@ -11,7 +11,7 @@ import pytest
 from trainables.data.embedded_taxonomy import LEAVES, TREES
 from trainables.errors import UserInputError
 from trainables.hierarchy import ClassTree, Forest, load, read_parent_table, save
-from trainables.hierarchy.tables import FOREST_FORMAT, TREE_FORMAT
+from trainables.hierarchy.tree_dicts import FOREST_FORMAT, TREE_FORMAT
 
 # A "billion laughs": ten times ten ... nine levels of aliases, 10**10 strings once expanded.
 BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(

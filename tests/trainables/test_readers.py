@@ -418,7 +418,7 @@ def _package(folder: Path) -> Path:
     from raysearch.model_package import CONFIG_FILE, FORMAT, META_FILE, TREES_FILE
     from trainables.backbone import EMBEDDED_ARCH
     from trainables.hierarchy.shipped import load_shipped
-    from trainables.hierarchy.tables import forest_to_dict
+    from trainables.hierarchy.tree_dicts import forest_to_dict
 
     folder.mkdir()
     meta = {"format": FORMAT, "architecture": EMBEDDED_ARCH, "quick_gelu": False}

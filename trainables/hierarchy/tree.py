@@ -35,153 +35,16 @@ from typing import Any
 import torch
 
 from trainables.errors import UserInputError, must
+from trainables.hierarchy.levels import (
+    TreeLevels,
+    check_name,
+    find_cycle,
+    is_node_id,
+    pairs_to_table,
+    tree_levels,
+)
 
 __all__ = ["ClassTree", "Forest", "as_forest", "build_coarse_tree"]
-
-
-def _is_id(value: Any) -> bool:
-    return isinstance(value, str) and value.strip() != ""
-
-
-def _check_name(name: Any) -> str:
-    if not _is_id(name):
-        raise must("name", "a non-empty string", name)
-    return name
-
-
-def _pairs_to_table(parents: Mapping[str, str] | Iterable[tuple[str, str]], name: str):
-    """A ``{child: parent}`` dict from a mapping or from (child, parent) pairs.
-
-    Pairs may repeat a child with the same parent; a child with two different parents is an error.
-    """
-    items = parents.items() if isinstance(parents, Mapping) else parents
-    table: dict[str, str] = {}
-    for item in items:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise must(f"parents` of tree `{name}", "(child, parent) pairs", item)
-        child, parent = item
-        for node in (child, parent):
-            if not _is_id(node):
-                raise must(f"nodes of tree `{name}", "non-empty strings", node)
-        if child in table and table[child] != parent:
-            raise UserInputError(
-                f"child `{child}` is listed twice in tree `{name}` with different parents: "
-                f"`{table[child]}` and `{parent}`."
-            )
-        table[child] = parent
-    return table
-
-
-def _find_cycle(table: Mapping[str, str]) -> list[str] | None:
-    """The first cycle of the parent table (as a closed list of nodes), or None."""
-    state: dict[str, int] = {}  # 1: on the current walk, 2: known to reach a top node
-    for start in table:
-        walk: list[str] = []
-        node: str | None = start
-        while node is not None and state.get(node) is None:
-            state[node] = 1
-            walk.append(node)
-            node = table.get(node)
-        if node is not None and state[node] == 1:
-            return walk[walk.index(node) :] + [node]
-        for visited in walk:
-            state[visited] = 2
-    return None
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Everything derived from a normalised tree: levels and each leaf's node at every level."""
-
-    parents: dict[str, str]
-    levels: tuple[tuple[str, ...], ...]
-    leaf_nodes: tuple[tuple[str, ...], ...]  # [level][leaf] -> node id
-    depth: int
-    root: str | None  # the lowest trunk node, kept as the parent of every top node
-
-
-def _layout(
-    name: str, table: dict[str, str], leaves: tuple[str, ...], depth: int | None
-) -> _Layout:
-    """Validate a parent table against its leaves, strip the trunk, cut, and lay out levels."""
-    cycle = _find_cycle(table)
-    if cycle is not None:
-        raise UserInputError(f"tree `{name}` has a cycle: {' -> '.join(cycle)}.")
-    children: dict[str, list[str]] = {}
-    for child, parent in table.items():
-        children.setdefault(parent, []).append(child)
-    leaf_set = set(leaves)
-    for leaf in leaves:
-        if leaf in children:
-            raise UserInputError(
-                f"leaf `{leaf}` of tree `{name}` is the parent of `{children[leaf][0]}`; "
-                "a leaf must not have children."
-            )
-        if leaf not in table:
-            raise UserInputError(
-                f"leaf `{leaf}` has no path to the root of tree `{name}`: "
-                "it is never listed as a child."
-            )
-    for node in table:
-        if node not in children and node not in leaf_set:
-            raise UserInputError(
-                f"node `{node}` of tree `{name}` has no children but is not one of its leaves "
-                "(not a class of the dataset)."
-            )
-
-    # Ancestors of every leaf, nearest first, up to a top node.
-    ancestors: list[list[str]] = []
-    for leaf in leaves:
-        chain, node = [], table.get(leaf)
-        while node is not None:
-            chain.append(node)
-            node = table.get(node)
-        ancestors.append(chain)
-
-    # Strip the trunk: ancestors shared by every leaf, counted from the top.
-    trunk = 0
-    while all(len(chain) > trunk for chain in ancestors) and (
-        len({chain[-1 - trunk] for chain in ancestors}) == 1
-    ):
-        trunk += 1
-    root = ancestors[0][-trunk] if trunk else None
-    paths = [chain[: len(chain) - trunk] for chain in ancestors]
-    natural = max(len(path) for path in paths)
-    if natural == 0 and depth != 0:
-        raise UserInputError(
-            f"tree `{name}` has no level above its leaves: every leaf hangs from the same root "
-            "(a flat class list is ClassTree.flat)."
-        )
-    if depth is None:
-        depth = natural
-    elif natural == 0:
-        pass  # a flat class list: its leaves are its only level
-    elif isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= natural:
-        raise must(
-            "depth",
-            f"an integer between 1 and {natural} (the natural depth of tree `{name}`)",
-            depth,
-        )
-
-    # Keep the `depth` levels nearest the root; pad shallow leaves with themselves.
-    leaf_nodes = [[leaf] for leaf in leaves]
-    for nodes, leaf, path in zip(leaf_nodes, leaves, paths, strict=True):
-        kept = path[max(len(path) - depth, 0) :]
-        nodes.extend([leaf] * (depth - len(kept)) + kept)
-    by_level = tuple(tuple(nodes[level] for nodes in leaf_nodes) for level in range(depth + 1))
-    levels = tuple(tuple(dict.fromkeys(column)) for column in by_level)
-
-    seen: set[str] = set()
-    normalised: dict[str, str] = {}
-    for level in range(depth):
-        for node, parent in zip(by_level[level], by_level[level + 1], strict=True):
-            if node != parent and node not in seen:
-                seen.add(node)
-                normalised[node] = parent
-    if root is not None:
-        for node in levels[depth]:
-            normalised[node] = root
-    return _Layout(normalised, levels, by_level, depth, root)
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,23 +69,23 @@ class ClassTree:
     parents: Mapping[str, str]
     labels: Mapping[str, str] = field(default_factory=dict)
     depth: int | None = None
-    _layout: _Layout = field(init=False, repr=False)
+    _layout: TreeLevels = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        name = _check_name(self.name)
+        name = check_name(self.name)
         if isinstance(self.leaves, (str, bytes)) or not isinstance(self.leaves, Iterable):
             raise must(f"leaves` of tree `{name}", "a sequence of class ids", self.leaves)
         leaves = tuple(self.leaves)
         if not leaves:
             raise must(f"leaves` of tree `{name}", "non-empty", "<no leaves>")
         for leaf in leaves:
-            if not _is_id(leaf):
+            if not is_node_id(leaf):
                 raise must(f"leaves` of tree `{name}", "non-empty strings", leaf)
         if len(set(leaves)) != len(leaves):
             twice = next(leaf for leaf in leaves if leaves.count(leaf) > 1)
             raise UserInputError(f"leaf `{twice}` appears twice in tree `{name}`.")
-        table = _pairs_to_table(self.parents, name)
-        layout = _layout(name, table, leaves, self.depth)
+        table = pairs_to_table(self.parents, name)
+        layout = tree_levels(name, table, leaves, self.depth)
         given = self.labels or {}
         if not isinstance(given, Mapping):
             raise must(f"labels` of tree `{name}", "a mapping of node id to display name", given)
@@ -231,7 +94,7 @@ class ClassTree:
         for level_nodes in (*layout.levels, *root):
             for node in level_nodes:
                 label = given.get(node, node)
-                if not _is_id(label):
+                if not is_node_id(label):
                     raise must(f"labels` of tree `{name}", "non-empty strings", label)
                 labels[node] = label
         object.__setattr__(self, "leaves", leaves)
@@ -258,15 +121,15 @@ class ClassTree:
         dataset's classes, in label order), every leaf must be a child in the table and every
         node without children must be one of them. A child may repeat only with the same parent.
         """
-        name = _check_name(name)
-        table = _pairs_to_table(parents, name)
+        name = check_name(name)
+        table = pairs_to_table(parents, name)
         if not table:
             raise must(f"parents` of tree `{name}", "a non-empty table", "<an empty table>")
         if leaves is None:
             parent_set = set(table.values())
             leaves = tuple(child for child in table if child not in parent_set)
             if not leaves:
-                cycle = _find_cycle(table)
+                cycle = find_cycle(table)
                 if cycle is not None:
                     raise UserInputError(f"tree `{name}` has a cycle: {' -> '.join(cycle)}.")
         return cls(name, tuple(leaves), table, dict(labels or {}), depth)
@@ -274,7 +137,7 @@ class ClassTree:
     @classmethod
     def flat(cls, name: str, leaves: Sequence[str], *, labels=None) -> ClassTree:
         """A class list without superclasses (depth 0): a dataset that has no hierarchy."""
-        name = _check_name(name)
+        name = check_name(name)
         if isinstance(leaves, (str, bytes)) or not leaves:
             raise must(f"leaves` of tree `{name}", "a non-empty sequence of class ids", leaves)
         root = f"{name} root"

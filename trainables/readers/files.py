@@ -37,6 +37,11 @@ class BadFile(UserInputError):
     """A user file that cannot be read as what it should be; the line starts with its name."""
 
 
+def bad_file(path: str | Path, problem: str) -> BadFile:
+    """``problem`` of the file ``path``, as one line that starts with the file's name."""
+    return BadFile(f"{path}: {problem}")
+
+
 def expanded(path: str | Path) -> Path:
     """``path`` with ``~`` expanded; as given when it names an unknown ``~user``."""
     try:
