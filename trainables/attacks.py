@@ -13,7 +13,7 @@ during an attack. Each subclass implements only its loop.
 AutoAttack and the gradient-free Square attack are :mod:`trainables.evaluation_attacks`.
 
 Objectives work on the full logits ``[B, N]`` of a :class:`~trainables.model.ZeroShotClassifier`
-(or on its :class:`~trainables.model.HeadOutput`), so one forward serves every level:
+(or on its :class:`~trainables.head.HeadOutput`), so one forward serves every level:
 :class:`LevelObjective` is one level's cross-entropy and :class:`HierarchicalObjective` the
 weighted sum over all levels of the selected trees. :func:`hierarchical_perturbations` builds the
 three training strategies (``leaf``, ``per_level``, ``universal``) from them.
@@ -86,7 +86,7 @@ class HierarchicalObjective:
     """The universal objective: ``sum_T sum_{l=0..L_T} w_l CE(level-l logits, level-l targets)``.
 
     Args:
-        layout: the classifier's :class:`~trainables.model.HeadLayout`.
+        layout: the classifier's :class:`~trainables.head.HeadLayout`.
         trees: trees summed over, default every tree of the layout. The leaf level is shared by
             every tree, so its cross-entropy counts once per selected tree (the per-tree sum of
             METHOD.md).

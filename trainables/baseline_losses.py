@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import must
-from trainables.model import HeadLayout, HeadOutput
+from trainables.head import HeadLayout, HeadOutput
 from trainables.numbers import is_finite_number
 
 __all__ = ["FARELoss", "PMGAFTLoss", "PMGAFTSettings", "TeCoALoss"]

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from trainables.head import HeadLayout
 from trainables.loss_settings import HierarchicalSettings
 from trainables.margins import level_weights
-from trainables.model import HeadLayout
 
 
 @dataclass(frozen=True)

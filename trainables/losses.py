@@ -30,10 +30,10 @@ from torch import nn
 
 from trainables import geometry
 from trainables.errors import must
+from trainables.head import HeadLayout, HeadOutput
 from trainables.loss_settings import HierarchicalSettings
 from trainables.loss_tables import build_loss_tables, level_size
 from trainables.margins import level_margins
-from trainables.model import HeadLayout, HeadOutput
 
 __all__ = [
     "HierarchicalLoss",

@@ -10,7 +10,7 @@ gets the additive margin
 which is subtracted from the target logit, as in CosFace. Margins are in *distance units* for the
 hyperbolic head (target logit ``-(d + m) / tau``) and in *cosine units* for the euclidean head
 (target logit ``scale * (cos - m)``). In both cases the target logit drops by ``m / temperature``,
-where :attr:`trainables.model.HeadOutput.temperature` is ``tau`` or ``1 / logit_scale``; see
+where :attr:`trainables.head.HeadOutput.temperature` is ``tau`` or ``1 / logit_scale``; see
 :func:`apply_margin`.
 
 ``base = 0`` (the default) turns margins off: the paper's implicit-margin variant.

@@ -27,8 +27,9 @@ from trainables.attacks import (
 )
 from trainables.baseline_losses import FARELoss, PMGAFTLoss, TeCoALoss
 from trainables.errors import must
+from trainables.head import HeadOutput, HeadSettings
 from trainables.losses import HierarchicalLoss, HierarchicalSettings
-from trainables.model import DEFAULT_TEMPLATES, HeadOutput, HeadSettings, ZeroShotClassifier
+from trainables.model import DEFAULT_TEMPLATES, ZeroShotClassifier
 
 METHOD_NAMES = ("clip", "tecoa", "pmg", "fare", "hrz", "hrz-forest")
 STRATEGIES = ("leaf", "per_level", "universal")

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from trainables.evaluate import GRADIENT_FREE_MARGIN, attack_strength, zero_gradient_share
+from trainables.head import HeadLayout, HeadSettings
 from trainables.hierarchy.tree import ClassTree, Forest
-from trainables.model import HeadLayout, HeadSettings
 
 pytest.importorskip("torchattacks")
 

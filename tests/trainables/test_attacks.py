@@ -18,7 +18,8 @@ from trainables.attacks import (
 )
 from trainables.errors import UserInputError
 from trainables.evaluation_attacks import AutoAttack
-from trainables.model import HeadSettings, LevelHead, ZeroShotClassifier
+from trainables.head import HeadSettings
+from trainables.model import LevelHead, ZeroShotClassifier
 
 # -- a toy model: mechanics of the PGD loop -----------------------------------------------------
 

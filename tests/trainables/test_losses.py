@@ -14,11 +14,11 @@ from tests.trainables.loss_reference import hnsa_cross_entropy, hypavg_pyramid, 
 from trainables import geometry
 from trainables.baseline_losses import FARELoss, PMGAFTLoss, PMGAFTSettings, TeCoALoss
 from trainables.errors import UserInputError
+from trainables.head import HeadLayout, HeadOutput
 from trainables.hierarchy.tree import ClassTree, Forest
 from trainables.loss_tables import display_name_ids, tree_edges
 from trainables.losses import HierarchicalLoss, HierarchicalSettings
 from trainables.margins import MarginSchedule, apply_margin, level_margins, level_weights
-from trainables.model import HeadLayout, HeadOutput
 
 R = 1.0
 TAU = 0.5

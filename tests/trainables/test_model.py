@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from trainables import geometry
 from trainables.errors import UserInputError
-from trainables.model import HeadLayout, HeadSettings, LevelHead, ZeroShotClassifier
+from trainables.head import HeadLayout, HeadSettings
+from trainables.model import LevelHead, ZeroShotClassifier
 
 
 @pytest.fixture()
