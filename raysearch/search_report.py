@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raysearch.tables import render_table
+from raysearch.tables import format_cell, render_table
 from trainables.numbers import is_number
 
 #: Trial outcomes: ran every epoch / stopped early by the scheduler / raised / not ended yet.
@@ -191,14 +191,6 @@ def write_plots(study, metrics: Sequence[str], folder: Path) -> tuple[dict[str, 
     return written, notes
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "-" if value is None else str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def format_table(rows: Sequence[TrialRow], param_names: Sequence[str], metrics: Sequence[str]):
     """A fixed-width table of every trial: number, status, epochs, params, metrics."""
     shown = list(dict.fromkeys([*metrics, *SHOWN_METRICS]))
@@ -209,8 +201,8 @@ def format_table(rows: Sequence[TrialRow], param_names: Sequence[str], metrics: 
             str(row.number),
             row.status,
             str(row.epochs),
-            *(_cell(row.params.get(name)) for name in param_names),
-            *(_cell(row.metrics.get(metric)) for metric in shown),
+            *(format_cell(row.params.get(name), missing="-") for name in param_names),
+            *(format_cell(row.metrics.get(metric), missing="-") for metric in shown),
         ]
         for row in sorted(rows, key=lambda r: r.number)
     ]
@@ -219,7 +211,7 @@ def format_table(rows: Sequence[TrialRow], param_names: Sequence[str], metrics: 
 
 def describe_params(params: dict[str, Any]) -> str:
     """``trees=form+corners depth.form=2 optim.lr=0.00031`` for one line of progress."""
-    return " ".join(f"{name}={_cell(value)}" for name, value in params.items())
+    return " ".join(f"{name}={format_cell(value, missing='-')}" for name, value in params.items())
 
 
 @dataclass

@@ -20,7 +20,7 @@ from raysearch.inspection.records import (
     SearchInfo,
     TrialInfo,
 )
-from raysearch.tables import render_table
+from raysearch.tables import format_cell, render_table
 
 
 def format_time(seconds: float | None) -> str:
@@ -48,18 +48,6 @@ def format_duration(seconds: float | None) -> str:
     return f"{total // 3600}h{total % 3600 // 60:02d}m"
 
 
-def _cell(value: Any, *, width: int = 32) -> str:
-    if value is None:
-        return ""
-    number = as_number(value) if isinstance(value, int | float) else None
-    if isinstance(value, float) and number is not None:
-        return f"{value:.4g}"
-    text = str(value)
-    if isinstance(value, str) and "." in text and (parsed := as_number(text)) is not None:
-        text = f"{parsed:.4g}"  # params are logged as text: 0.000312345 -> 0.0003123
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def format_table(
     header: Sequence[str], body: Sequence[Sequence[Any]], *, right: Iterable[str] = ("duration",)
 ) -> str:
@@ -71,7 +59,7 @@ def format_table(
         or all(value is None or as_number(value) is not None for value in (row[i] for row in body))
         for i, name in enumerate(header)
     ]
-    cells = [[_cell(value) for value in line] for line in body]
+    cells = [[format_cell(value, width=32) for value in line] for line in body]
     return render_table(header, cells, right=numeric)
 
 
