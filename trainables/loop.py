@@ -268,7 +268,7 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     from trainables.data.registry import load_split
     from trainables.hierarchy.shipped import load_shipped
 
-    rank, world, device = worker.rank, worker.world, worker.device
+    rank, device = worker.rank, worker.device
     torch.manual_seed(spec.seed)
 
     forest = spec.forest if spec.forest is not None else load_shipped("embedded")
@@ -287,17 +287,7 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     model = worker.prepare_model(method.classifier)
     method.to(device)
 
-    if spec.optim.batch_size % world:
-        log.warning("global batch %d is not divisible by %d workers", spec.optim.batch_size, world)
-    per_worker = max(1, spec.optim.batch_size // world)
-    dataset = torch.utils.data.TensorDataset(train.images, train.labels)
-    sampler = torch.utils.data.distributed.DistributedSampler(
-        dataset, num_replicas=world, rank=rank, shuffle=True, seed=spec.seed, drop_last=True
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=per_worker, sampler=sampler, drop_last=True
-    )
-    loader = worker.prepare_loader(loader)
+    sampler, loader, per_worker = _shard_loader(train, spec, worker)
 
     optimizer = build_optimizer(parameters, spec.optim)
     total_steps = spec.optim.total_steps(len(train))
@@ -308,15 +298,10 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     start_epoch, step = 0, 0
     state = worker.saved_state()
     if state is not None:
-        method.classifier.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"], method.generator)
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        log.info("rank %d resumes after epoch %d (step %d)", rank, state["epoch"], step)
+        start_epoch, step = _restore(state, method, optimizer, scheduler)
+        log.info("rank %d resumes after epoch %d (step %d)", rank, start_epoch - 1, step)
 
     validation = load_split(spec.dataset, "val", root=spec.data_root).subset(spec.eval_samples)
-    eval_images, eval_labels = validation.images, validation.labels
     evaluator = method.classifier.with_forest(forest)
     log_epoch = spec.log_epoch if rank == 0 else None
     epochs = spec.epochs(len(train))
@@ -353,40 +338,81 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
         with tempfile.TemporaryDirectory() as folder:
             saved = None
             if rank == 0:
-                evaluator.eval()
-                metrics.update(_epoch_metrics(evaluator, eval_images, eval_labels, spec))
-                if last and spec.final_profile:
-                    profile = robustness_profile(
-                        evaluator, eval_images, eval_labels, spec.evaluation
-                    )
-                    Path(folder, PROFILE_FILE).write_text(json.dumps(profile, indent=2))
-                    metrics["transfer"] = profile["transfer"]
-                    metrics["worst_superclass"] = worst_superclass_accuracy(profile)
-                if spec.zeroshot_suite and (last or spec.zeroshot_every_epoch):
-                    metrics.update(_zeroshot_metrics(evaluator, spec, "val", folder))
-                if last:
-                    metrics.update(_test_metrics(evaluator, spec, folder))
+                metrics.update(_evaluate(evaluator, validation, spec, folder, last=last))
                 torch.save(
-                    {
-                        "model": method.classifier.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state(method.generator),
-                        "epoch": epoch,
-                        "step": step,
-                    },
+                    _training_state(method, optimizer, scheduler, epoch, step),
                     Path(folder, STATE_FILE),
                 )
                 saved = folder
                 if log_epoch is not None:
                     log_epoch(epoch, metrics)
-                log.info(
-                    "epoch %d/%d: loss %.4f, clean leaf %.3f, robust leaf %.3f, %.0f img/s",
-                    epoch + 1,
-                    epochs,
-                    metrics.get("loss", float("nan")),
-                    metrics["clean_leaf"],
-                    metrics["robust_leaf"],
-                    metrics["images_per_second"],
-                )
+                _log_progress(epoch, epochs, metrics)
             worker.report(metrics, epoch, saved)
+
+
+def _shard_loader(train, spec: JobSpec, worker: RayTrainWorker | InProcessWorker):
+    """``(sampler, loader, batch per worker)``: this worker's shard of ``train``, reshuffled
+    each epoch, the global batch split over the workers."""
+    world = worker.world
+    if spec.optim.batch_size % world:
+        log.warning("global batch %d is not divisible by %d workers", spec.optim.batch_size, world)
+    per_worker = max(1, spec.optim.batch_size // world)
+    dataset = torch.utils.data.TensorDataset(train.images, train.labels)
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        dataset, num_replicas=world, rank=worker.rank, shuffle=True, seed=spec.seed, drop_last=True
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=per_worker, sampler=sampler, drop_last=True
+    )
+    return sampler, worker.prepare_loader(loader), per_worker
+
+
+def _training_state(method, optimizer, scheduler, epoch: int, step: int) -> dict:
+    """What a checkpoint holds to resume after ``epoch`` exactly (the attack's RNG included)."""
+    return {
+        "model": method.classifier.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(method.generator),
+        "epoch": epoch,
+        "step": step,
+    }
+
+
+def _restore(state: dict, method, optimizer, scheduler) -> tuple[int, int]:
+    """Load a :func:`_training_state`; returns ``(first epoch to run, steps done)``."""
+    method.classifier.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _restore_rng(state["rng"], method.generator)
+    return state["epoch"] + 1, state["step"]
+
+
+def _evaluate(evaluator, validation, spec: JobSpec, folder: str, *, last: bool) -> dict:
+    """Rank 0's metrics of an epoch on validation; after the last one also the robustness
+    profile, the zero-shot suite and the test split, their reports written into ``folder``."""
+    evaluator.eval()
+    images, labels = validation.images, validation.labels
+    metrics = _epoch_metrics(evaluator, images, labels, spec)
+    if last and spec.final_profile:
+        profile = robustness_profile(evaluator, images, labels, spec.evaluation)
+        Path(folder, PROFILE_FILE).write_text(json.dumps(profile, indent=2))
+        metrics["transfer"] = profile["transfer"]
+        metrics["worst_superclass"] = worst_superclass_accuracy(profile)
+    if spec.zeroshot_suite and (last or spec.zeroshot_every_epoch):
+        metrics.update(_zeroshot_metrics(evaluator, spec, "val", folder))
+    if last:
+        metrics.update(_test_metrics(evaluator, spec, folder))
+    return metrics
+
+
+def _log_progress(epoch: int, epochs: int, metrics: dict) -> None:
+    log.info(
+        "epoch %d/%d: loss %.4f, clean leaf %.3f, robust leaf %.3f, %.0f img/s",
+        epoch + 1,
+        epochs,
+        metrics.get("loss", float("nan")),
+        metrics["clean_leaf"],
+        metrics["robust_leaf"],
+        metrics["images_per_second"],
+    )
