@@ -47,7 +47,7 @@ from raysearch.search_report import (
     write_plots,
     write_summary,
 )
-from raysearch.search_runs import close_orphans, finish_parent, log_search_inputs, trial_rows
+from raysearch.search_runs import close_orphans, finish_parent, open_search_run, trial_rows
 from raysearch.search_state import (
     FINISHED_KEY,
     MARKER_FILE,
@@ -168,13 +168,7 @@ def _launch(
     searches = searches_folder(space)
     uri = space.base.mlflow.resolved_tracking_uri()
     paths = SearchPaths(searches / search, optuna_storage_url(uri, searches))
-    scaling = space.base.scaling
-    footprint = TrialFootprint(
-        scaling.workers,
-        scaling.cpus_per_worker,
-        scaling.gpus_per_worker,
-        in_process=scaling.workers == 1 and scaling.in_process,
-    )
+    footprint = _footprint(space)
     stores.check_store_for_writing(uri)
     ensure_ray(address, footprint, verbose=verbose)
     import ray
@@ -185,24 +179,23 @@ def _launch(
 
     client = tracking.client(uri)
     experiment = tracking.experiment_id(client, space.base.mlflow.experiment)
-    parent, created = tracking.get_or_create_search_run(client, experiment, search)
-    parent_id = parent.info.run_id
     sampler_name = "NSGA-II" if space.multi_objective else "TPE"
-    if created:
-        info = {
+    parent_id = open_search_run(
+        client,
+        experiment,
+        search,
+        space,
+        space_file,
+        {
             "concurrency": concurrency,
             "sampler": sampler_name,
             "study": search,
             "optuna_url": paths.optuna_url,
-        }
-        log_search_inputs(client, parent_id, space, space_file, info)
-
+        },
+    )
     paths.root.mkdir(parents=True, exist_ok=True)
     if not resume:
-        import json
-
-        marker = {"space": space.name, "space_file": str(space_file), "parent_run_id": parent_id}
-        (paths.root / MARKER_FILE).write_text(json.dumps(marker, indent=2))
+        _write_marker(paths, space, space_file, parent_id)
     context = TrialContext(
         space,
         search,
@@ -223,17 +216,7 @@ def _launch(
     interrupted = False
     sigterm.arm()  # after ray.init, which installs a SIGTERM handler of its own
     try:
-        run_config = tune.RunConfig(
-            name="tune",
-            storage_path=str(paths.root),
-            callbacks=callbacks,
-            verbose=2 if verbose else 0,
-            # A worker group restarts its failed workers itself; a trial that runs its worker
-            # in process is restarted by Tune, and resumes from its job's last checkpoint.
-            failure_config=tune.FailureConfig(
-                max_failures=space.base.checkpoint.max_failures if footprint.in_process else 0
-            ),
-        )
+        run_config = _run_config(space, paths, callbacks, footprint, verbose=verbose)
         if resume:
             tuner = _restored_tuner(paths, trainable, run_config)
         else:
@@ -265,6 +248,40 @@ def _launch(
         total=total,
         interrupted=interrupted,
         stop_reason=sigterm.reason,
+    )
+
+
+def _footprint(space: SearchSpace) -> TrialFootprint:
+    """What one trial of ``space`` takes: its workers' CPUs and GPUs, and whether its one worker
+    trains in the trial's own process."""
+    scaling = space.base.scaling
+    return TrialFootprint(
+        scaling.workers,
+        scaling.cpus_per_worker,
+        scaling.gpus_per_worker,
+        in_process=scaling.workers == 1 and scaling.in_process,
+    )
+
+
+def _write_marker(paths: SearchPaths, space: SearchSpace, space_file: Path | None, parent_id: str):
+    """The search folder's marker: which space it searches and its parent run."""
+    import json
+
+    marker = {"space": space.name, "space_file": str(space_file), "parent_run_id": parent_id}
+    (paths.root / MARKER_FILE).write_text(json.dumps(marker, indent=2))
+
+
+def _run_config(space: SearchSpace, paths: SearchPaths, callbacks, footprint, *, verbose: bool):
+    return tune.RunConfig(
+        name="tune",
+        storage_path=str(paths.root),
+        callbacks=callbacks,
+        verbose=2 if verbose else 0,
+        # A worker group restarts its failed workers itself; a trial that runs its worker in
+        # process is restarted by Tune, and resumes from its job's last checkpoint.
+        failure_config=tune.FailureConfig(
+            max_failures=space.base.checkpoint.max_failures if footprint.in_process else 0
+        ),
     )
 
 

@@ -46,6 +46,16 @@ def log_search_inputs(client, run_id: str, space: SearchSpace, space_file: Path 
         client.log_artifacts(run_id, folder, "space")
 
 
+def open_search_run(
+    client, experiment: str, search: str, space: SearchSpace, space_file: Path | None, info: dict
+) -> str:
+    """The id of the search's parent run, created (with its inputs logged) on the first launch."""
+    parent, created = tracking.get_or_create_search_run(client, experiment, search)
+    if created:
+        log_search_inputs(client, parent.info.run_id, space, space_file, info)
+    return parent.info.run_id
+
+
 def trial_rows(trials, client, experiment: str, search: str) -> list[TrialRow]:
     rows = []
     for trial in trials:
