@@ -1,5 +1,6 @@
-"""The dependency rule between the packages: ``trainables/`` (the science) imports neither
-``raysearch/`` (the product) nor MLflow, so it runs inside any worker without them."""
+"""The shape of the code: ``trainables/`` (the science) imports neither ``raysearch/`` (the
+product) nor MLflow, so it runs inside any worker without them; no import cycles; no module too
+long to hold one job."""
 
 from __future__ import annotations
 
@@ -64,3 +65,14 @@ def test_no_module_imports_itself_through_others():
                     seen.add(other)
                     stack.append((other, (*trail, other)))
     assert not cycles, "import cycles: " + "; ".join(sorted(set(cycles))[:5])
+
+
+#: The longest a module of the code may grow: past it, a module holds more than one job.
+MAX_MODULE_LINES = 460
+
+
+def test_no_module_is_too_long_to_hold_one_job():
+    paths = SCIENCE + sorted((ROOT / "raysearch").rglob("*.py"))
+    lengths = {path: len(path.read_text(encoding="utf-8").splitlines()) for path in paths}
+    long = {str(p.relative_to(ROOT)): n for p, n in lengths.items() if n > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by job): {long}"
