@@ -1,19 +1,30 @@
-"""Dataset registry: one call returns any split of any supported dataset as an :class:`ImageSplit`.
+"""Dataset registry: any split of any supported dataset, for training (:func:`training_set`, a
+torch dataset) or evaluation (:func:`load_split`, an :class:`ImageSplit` in memory).
 
-- ``embedded`` and the other embedded datasets (:data:`~trainables.data.embedded.RECIPES`): the
-  procedurally rendered default, the pretraining world and the zero-shot suite, built on first
-  use and cached; splits "train", "val" and "test".
+- ``embedded`` and the other embedded datasets (:data:`~trainables.data.embedded_spec.RECIPES`):
+  the procedurally rendered default, the pretraining world and the zero-shot suite, built on
+  first use and cached; splits "train", "val" and "test".
 - ``cifar10`` / ``cifar100``: the torchvision datasets, read from ``root`` with
   ``download=False``; splits "train", "val" (the last :data:`VAL_SIZE` images of torchvision's
   training set, held out of "train" so that selection never reads the test set) and "test".
-  This code never downloads: the files must be fetched beforehand on a machine with internet
-  (cluster nodes often have none).
+- ``imagenet1k``: an image folder (``train/<wnid>/``, ``val/<wnid>/``;
+  :mod:`trainables.data.image_files`), the 1000 classes in their standard order; "test" is the
+  official validation set, "val" a few images of every class held out of "train".
+
+Both kinds stay small in memory: the embedded and CIFAR splits are held as uint8 arrays at their
+own size (resized on access when the model wants another), an image folder is an index of files
+decoded on access by the DataLoader's worker processes. :func:`load_split` decodes at most
+:data:`MAX_DECODED` images of an image folder (an evaluation cap).
+
+This code never downloads: the files must be fetched beforehand on a machine with internet
+(cluster nodes often have none).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +33,9 @@ from trainables.data.embedded import load_embedded
 from trainables.data.embedded_spec import RECIPES, EmbeddedSpec, embedded_spec
 from trainables.data.splits import SPLITS, ImageSplit
 from trainables.errors import UserInputError, must
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -35,17 +49,22 @@ _TORCHVISION: dict[str, _TorchvisionSource] = {
     "cifar100": _TorchvisionSource("CIFAR100", "cifar-100-python"),
 }
 _TORCHVISION_SPLITS = ("train", "val", "test")
+#: Image-folder datasets: their class ids, in label order, as on disk.
+_IMAGE_FOLDERS: dict[str, str] = {"imagenet1k": "ILSVRC2012 (train/<wnid>/, val/<wnid>/)"}
+#: The most images :func:`load_split` decodes from an image folder into memory.
+MAX_DECODED = 50_000
 #: Images of a torchvision training set held out as the validation split.
 VAL_SIZE = 5000
 
 
 def available_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`load_split`."""
-    return (*RECIPES, *_TORCHVISION)
+    return (*RECIPES, *_TORCHVISION, *_IMAGE_FOLDERS)
 
 
 def default_root() -> Path:
-    """Where torchvision datasets are looked for when no ``root`` is given."""
+    """Where file-based datasets are looked for when no ``root`` is given (an image folder in
+    its own subfolder, named after the dataset)."""
     return cache_dir("datasets", "torchvision")
 
 
@@ -59,14 +78,63 @@ def load_split(
     *,
     root: str | Path | None = None,
     spec: EmbeddedSpec | None = None,
+    image_size: int | None = None,
+    samples: int | None = None,
 ) -> ImageSplit:
     """Images (uint8 ``[N, 3, H, W]``) and labels (int64 ``[N]``) of ``split`` of dataset ``name``.
 
     ``spec`` configures the embedded dataset (default :class:`EmbeddedSpec`; ignored by the
-    others); ``root`` is the folder holding the torchvision datasets (default
-    :func:`default_root`; ignored by the embedded dataset, which lives in the cache). Unknown
-    names, splits, or missing files raise :class:`UserInputError`.
+    others); ``root`` is the folder holding a file-based dataset (default :func:`default_root`;
+    ignored by the embedded dataset, which lives in the cache). ``samples`` keeps the first
+    ones; ``image_size`` resizes the images to the model's input (default: their own size; an
+    image folder needs one). Unknown names, splits, or missing files raise
+    :class:`UserInputError`.
     """
+    from trainables.data.image_files import ResizedImages, decode_all
+
+    if name in _IMAGE_FOLDERS:
+        dataset = _image_folder(name, split, root, image_size or 224, train=False, seed=0)
+        count = len(dataset) if samples is None else min(samples, len(dataset))
+        if count > MAX_DECODED:
+            raise must(
+                "samples",
+                f"at most {MAX_DECODED:,} images of {name} to hold in memory (a cap)",
+                count,
+            )
+        return ImageSplit(*decode_all(dataset, range(count)))
+    data = _in_memory(name, split, root, spec)
+    if samples is not None:
+        data = data.subset(samples)
+    if image_size is None or image_size == data.images.shape[-1]:
+        return data
+    resized = ResizedImages(data.images, data.labels, image_size)
+    images, labels = decode_all(resized, range(len(resized)))
+    return ImageSplit(images, labels, data.attributes)
+
+
+def training_set(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    spec: EmbeddedSpec | None = None,
+) -> torch.utils.data.Dataset:
+    """The "train" split of ``name`` as a torch dataset of ``(uint8 [3, S, S], label)`` items
+    with a ``labels`` tensor: in memory when the images already have the model's size, else
+    resized on access; an image folder decoded on access with the training augmentation,
+    seeded by ``seed`` (call ``set_epoch`` before each epoch)."""
+    from trainables.data.image_files import InMemoryImages, ResizedImages
+
+    if name in _IMAGE_FOLDERS:
+        return _image_folder(name, "train", root, image_size or 224, train=True, seed=seed)
+    data = _in_memory(name, "train", root, spec)
+    if image_size is None or image_size == data.images.shape[-1]:
+        return InMemoryImages(data.images, data.labels)
+    return ResizedImages(data.images, data.labels, image_size)
+
+
+def _in_memory(name: str, split: str, root, spec: EmbeddedSpec | None) -> ImageSplit:
     if name in RECIPES:
         if split not in SPLITS:
             raise must("split", f"one of {_quoted(SPLITS)} for {name!r}", split)
@@ -78,6 +146,24 @@ def load_split(
     if split not in _TORCHVISION_SPLITS:
         raise must("split", f"one of {_quoted(_TORCHVISION_SPLITS)} for {name!r}", split)
     return _load_torchvision(name, split, Path(root).expanduser() if root else default_root())
+
+
+def _image_folder(name: str, split: str, root, image_size: int, *, train: bool, seed: int):
+    from trainables.data.class_lists import dataset_classes
+    from trainables.data.image_files import ImageFiles, index_split
+
+    folder = Path(root).expanduser() if root else default_root() / name
+    index = index_split(folder, split)
+    expected = dataset_classes(name)
+    if index.classes != expected:
+        unknown = sorted(set(index.classes) - set(expected))
+        missing = sorted(set(expected) - set(index.classes))
+        detail = f"unknown {unknown[:3]}" if unknown else f"missing {missing[:3]}"
+        raise UserInputError(
+            f"`data.root` must hold the {len(expected)} class folders of {name} "
+            f"({_IMAGE_FOLDERS[name]}), but {folder}/train has {len(index.classes)} ({detail})."
+        )
+    return ImageFiles(index, image_size, train=train, seed=seed)
 
 
 def _load_torchvision(name: str, split: str, root: Path) -> ImageSplit:

@@ -1,0 +1,282 @@
+"""Datasets read lazily from image files: an index of (file, label) pairs, decoded and transformed
+only when an item is asked for, so a split never has to fit in memory.
+
+Layouts (``root`` is the dataset's folder):
+
+* **image folder** (ImageNet): ``train/<class>/<image>`` and ``val/<class>/<image>``;
+* **TinyImageNet**: ``train/<class>/images/<image>``, and ``val/images/<image>`` labelled by
+  ``val/val_annotations.txt`` (``<image> TAB <class> ...``).
+
+Splits: ``test`` is the official validation set (the test labels of both are not public);
+``train`` and ``val`` divide the official training set, :data:`HELD_OUT_PER_CLASS` images of
+every class (the last ones by file name) held out as ``val``, so that selection never reads the
+test images. Each split is listed in one fixed shuffled order, so that its first ``N`` images
+(an evaluation cap) sample every class.
+
+Images become uint8 ``[3, S, S]`` tensors (the model owns the normalisation, as for every
+dataset): for evaluation resized so the shorter side is ``S`` (bicubic) and centre-cropped, as
+open_clip's preprocess does; for training a random resized crop (scale 0.08-1, aspect 3/4-4/3)
+and a horizontal flip, the augmentation of the baselines' ImageNet training. The random crop of
+item ``i`` in epoch ``e`` is a function of ``(seed, e, i)`` alone, so an epoch's batches do not
+depend on how many loader processes decode them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.data.splits import SPLITS
+from trainables.errors import UserInputError, must
+from trainables.readers import MAX_IMAGE_BYTES, open_image, read_bytes
+
+#: Images of every class held out of the official training set as the ``val`` split.
+HELD_OUT_PER_CLASS = 10
+#: File suffixes read as images (compared in lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: The scale and aspect-ratio ranges of the training crop (torchvision's RandomResizedCrop).
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    """Every image of one split: its files and labels (indices into ``classes``)."""
+
+    files: tuple[str, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    )
+
+
+def _is_tiny_layout(root: Path) -> bool:
+    train = root / "train"
+    first = next((child for child in sorted(train.iterdir()) if child.is_dir()), None)
+    return first is not None and (first / "images").is_dir()
+
+
+def _missing(root: Path, what: str) -> UserInputError:
+    return UserInputError(
+        f"`data.root` must be a folder holding an image-folder dataset ({what}), but got '{root}'."
+    )
+
+
+def _class_folders(root: Path) -> list[Path]:
+    train = root / "train"
+    if not train.is_dir():
+        raise _missing(root, "train/<class>/ is missing")
+    folders = sorted(child for child in train.iterdir() if child.is_dir())
+    if not folders:
+        raise _missing(root, "train/ holds no class folder")
+    return folders
+
+
+def index_split(root: str | Path, split: str) -> FileIndex:
+    """The files and labels of ``split`` ("train", "val" or "test") of the dataset in ``root``;
+    classes are the training set's class folders in sorted order."""
+    if split not in SPLITS:
+        raise must("split", f"one of {', '.join(map(repr, SPLITS))}", split)
+    root = Path(root).expanduser()
+    folders = _class_folders(root)
+    classes = tuple(folder.name for folder in folders)
+    tiny = _is_tiny_layout(root)
+    if split == "test":
+        files, labels = _test_files(root, classes, tiny)
+    else:
+        files, labels = [], []
+        for label, folder in enumerate(folders):
+            images = _images_in(folder / "images" if tiny else folder)
+            cut = len(images) - min(HELD_OUT_PER_CLASS, len(images) // 2)
+            chosen = images[cut:] if split == "val" else images[:cut]
+            files.extend(str(path) for path in chosen)
+            labels.extend([label] * len(chosen))
+    if not files:
+        raise _missing(root, f"its {split} split holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    # One fixed order, classes mixed: the first N images of a split are a sample of all of it.
+    order = np.random.default_rng(0).permutation(len(files))
+    return FileIndex(tuple(files[i] for i in order), tuple(labels[i] for i in order), classes)
+
+
+def _test_files(root: Path, classes: tuple[str, ...], tiny: bool) -> tuple[list[str], list[int]]:
+    label_of = {name: label for label, name in enumerate(classes)}
+    val = root / "val"
+    if not val.is_dir():
+        raise _missing(root, "val/ (the test split) is missing")
+    files, labels = [], []
+    if tiny:
+        annotations = val / "val_annotations.txt"
+        if not annotations.is_file():
+            raise _missing(root, "val/val_annotations.txt is missing")
+        for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in label_of:
+                raise UserInputError(
+                    f"{annotations}: line {number} must be `<image> TAB <class>` with a class of "
+                    f"train/, but got {line[:80]!r}."
+                )
+            files.append(str(val / "images" / fields[0]))
+            labels.append(label_of[fields[1]])
+        return files, labels
+    for folder in sorted(child for child in val.iterdir() if child.is_dir()):
+        if folder.name not in label_of:
+            raise UserInputError(
+                f"{folder}: the class folder `{folder.name}` of val/ is not one of train/'s "
+                f"{len(classes)} classes."
+            )
+        images = _images_in(folder)
+        files.extend(str(path) for path in images)
+        labels.extend([label_of[folder.name]] * len(images))
+    return files, labels
+
+
+# -- transforms ---------------------------------------------------------------------------------
+
+
+def centre_crop_box(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple]:
+    """``(resized size, crop box in the resized image)`` of the evaluation transform: the
+    shorter side resized to ``size``, the centre ``size x size`` kept (torchvision's Resize and
+    CenterCrop arithmetic, which open_clip's preprocess uses)."""
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)
+    new_width, new_height = (size, new_long) if width <= height else (new_long, size)
+    top = int(round((new_height - size) / 2.0))
+    left = int(round((new_width - size) / 2.0))
+    return (new_width, new_height), (left, top, left + size, top + size)
+
+
+def random_crop_box(width: int, height: int, rng: np.random.Generator) -> tuple[float, ...]:
+    """A crop of the training transform: an area fraction in :data:`CROP_SCALE` and an aspect
+    ratio log-uniform in :data:`CROP_RATIO` (ten tries, then the centre crop of the nearest
+    ratio, as torchvision's RandomResizedCrop)."""
+    area = width * height
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_SCALE)
+        ratio = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(rng.integers(0, width - w + 1))
+            top = int(rng.integers(0, height - h + 1))
+            return (left, top, left + w, top + h)
+    ratio = width / height
+    if ratio < CROP_RATIO[0]:
+        w, h = width, round(width / CROP_RATIO[0])
+    elif ratio > CROP_RATIO[1]:
+        w, h = round(height * CROP_RATIO[1]), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return (left, top, left + w, top + h)
+
+
+def transform_image(image, size: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """An RGB PIL image as uint8 ``[3, size, size]``: the evaluation transform, or with ``rng``
+    the training one (random resized crop, then a flip with probability 1/2)."""
+    from PIL import Image
+
+    bicubic = Image.Resampling.BICUBIC
+    if rng is None:
+        resized, box = centre_crop_box(image.width, image.height, size)
+        if resized != image.size:
+            image = image.resize(resized, bicubic)
+        image = image.crop(box)
+    else:
+        box = random_crop_box(image.width, image.height, rng)
+        image = image.resize((size, size), bicubic, box=box)
+        if rng.uniform() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class TransformedImages(torch.utils.data.Dataset):
+    """Images decoded or resized on access, as ``(uint8 [3, S, S], label)``.
+
+    ``train=True`` applies the training augmentation, seeded by ``(seed, epoch, index)``; call
+    :meth:`set_epoch` before each epoch (DataLoader workers get a fresh copy every epoch).
+    Subclasses say where item ``i``'s image comes from.
+    """
+
+    def __init__(self, labels: torch.Tensor, image_size: int, *, train: bool, seed: int):
+        self.labels, self.image_size, self.train, self.seed = labels, image_size, train, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def image(self, item: int):
+        """Item ``item``'s RGB PIL image, before the transform."""
+        raise NotImplementedError
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = None
+        if self.train:
+            rng = np.random.default_rng(np.random.SeedSequence((self.seed, self.epoch, item)))
+        return transform_image(self.image(item), self.image_size, rng), self.labels[item]
+
+
+class ImageFiles(TransformedImages):
+    """The images of a :class:`FileIndex`, read and decoded on access (bounded as every user
+    image is: :func:`trainables.readers.open_image`)."""
+
+    def __init__(self, index: FileIndex, image_size: int, *, train: bool = False, seed: int = 0):
+        labels = torch.tensor(index.labels, dtype=torch.int64)
+        super().__init__(labels, image_size, train=train, seed=seed)
+        self.index = index
+
+    def image(self, item: int):
+        path = Path(self.index.files[item])
+        data = read_bytes(path, max_bytes=MAX_IMAGE_BYTES)
+        return open_image(data, str(path), field="data.root")
+
+
+class InMemoryImages(torch.utils.data.TensorDataset):
+    """A split already in memory at the model's size: items are its own tensors."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__(images, labels)
+        self.labels = labels
+
+
+class ResizedImages(TransformedImages):
+    """uint8 ``[N, 3, H, W]`` images held in memory at their own size (CIFAR's 32 px), resized
+    on access to the model's input size."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, image_size: int):
+        super().__init__(labels, image_size, train=False, seed=0)
+        self.images = images
+
+    def image(self, item: int):
+        from PIL import Image
+
+        return Image.fromarray(self.images[item].permute(1, 2, 0).numpy())
+
+
+def decode_all(
+    dataset: TransformedImages, indices: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels at ``indices``, decoded into memory (an evaluation subset)."""
+    if not indices:
+        size = dataset.image_size
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+    items = [dataset[i] for i in indices]
+    return torch.stack([image for image, _ in items]), torch.stack([label for _, label in items])
