@@ -299,6 +299,7 @@ def test_registry_serves_the_embedded_splits():
         "embedded-background",
         "cifar10",
         "cifar100",
+        "imagenet1k",
     )
     val = load_split("embedded", "val", spec=SMALL)
     assert torch.equal(val.images, load_embedded(SMALL).split("val").images)
