@@ -24,13 +24,13 @@ import torch
 
 from raysearch import tracking
 from trainables.cache import content_key
+from trainables.checkpoints import PROFILE_FILE, STATE_FILE
 from trainables.errors import UserInputError, must
 from trainables.readers import load_safetensors, load_torch_file, read_json
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 TREES_FILE = "trees.json"
-PROFILE_FILE = "profile.json"
 META_FILE = "model.json"
 FORMAT = "raysearch-model/1"
 
@@ -91,7 +91,6 @@ def package_from_run(client, run_id: str, folder: Path, lineage: dict[str, str])
 
     Refuses (one line) a run without a checkpoint or without its inputs.
     """
-    from trainables.loop import STATE_FILE
 
     with tempfile.TemporaryDirectory() as scratch:
         try:

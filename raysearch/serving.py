@@ -52,25 +52,15 @@ def _open_image(cell: Any):
 
 
 def _resize_crop(image, size: int) -> torch.Tensor:
-    from PIL import Image
+    """The evaluation transform every dataset uses, as float [3, size, size] in [0, 1]."""
+    from trainables.data.image_files import transform_image
 
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        Image.Resampling.BICUBIC,
-    )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    cropped = resized.crop((left, top, left + size, top + size))
-    pixels = torch.frombuffer(bytearray(cropped.tobytes()), dtype=torch.uint8)
-    return pixels.view(size, size, 3).permute(2, 0, 1).float() / 255.0
+    return transform_image(image, size).float() / 255.0
 
 
 def input_size(classifier) -> int:
     """The square image size the classifier's image encoder takes."""
-    size = classifier.clip.visual.image_size
-    return int(size if isinstance(size, int) else size[0])
+    return classifier.image_size
 
 
 def images_from_input(model_input: Any, size: int) -> torch.Tensor:

@@ -19,8 +19,9 @@ from pathlib import Path
 from raysearch import stopping, stores, tracking
 from raysearch.config import ExperimentConfig, config_to_dict, flatten, job_name
 from raysearch.runtime import TrialFootprint, ensure_ray
+from trainables.checkpoints import PROFILE_FILE
 from trainables.errors import UserInputError, must
-from trainables.loop import PROFILE_FILE, JobSpec
+from trainables.loop import JobSpec
 from trainables.outputs import check_output_folder
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
         zeroshot_suite=config.data.zeroshot_suite,
         zeroshot_samples=config.data.zeroshot_samples,
         zeroshot_every_epoch=config.data.zeroshot_every_epoch,
+        loader_workers=config.data.loader_workers,
     )
 
 

@@ -14,6 +14,10 @@ import os
 import shutil
 from pathlib import Path
 
+#: The files of a checkpoint folder: the training state to resume from, and (after the last
+#: epoch) the robustness profile of the validation split.
+STATE_FILE = "state.pt"
+PROFILE_FILE = "profile.json"
 PREFIX = "checkpoint_epoch_"
 _PARTIAL = ".partial-"
 

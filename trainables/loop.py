@@ -10,7 +10,12 @@ continue exactly where it stopped: model, optimiser, scheduler, epoch, RNG state
 The same loop also runs a job's one worker in the calling process, without Ray Train
 (:func:`run_in_process`: a search trial, which saves the controller and worker-group start-up):
 it then keeps its checkpoints in the job's folder itself (:mod:`trainables.checkpoints`) and
-hands every report to a callback (a trial forwards them to Ray Tune).
+hands every report to a callback (a trial forwards them to Ray Tune). The two kinds of worker
+are :mod:`trainables.workers`.
+
+Training data comes from :func:`trainables.data.registry.training_set`: a split held in memory,
+or images decoded by the DataLoader's own processes (``JobSpec.loader_workers``), each worker
+reading its shard of every epoch's shuffle.
 
 Rank 0 also hands the epoch's metrics to ``JobSpec.log_epoch`` (the driver passes
 :class:`raysearch.tracking.EpochLog`, which writes them to the job's MLflow run once per epoch);
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from trainables.checkpoints import latest_checkpoint, save_checkpoint
+from trainables.checkpoints import PROFILE_FILE, STATE_FILE
+from trainables.data.image_files import InMemoryImages
 from trainables.evaluate import (
     AttackSettings,
     attacked_accuracy,
@@ -38,13 +45,10 @@ from trainables.evaluate import (
 )
 from trainables.hierarchy.tree import Forest
 from trainables.methods import MethodSettings, build_method
-from trainables.readers import load_torch_file
 from trainables.training import OptimSettings, build_optimizer, build_scheduler, train_epoch
+from trainables.workers import InProcessWorker, RayTrainWorker
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "state.pt"
-PROFILE_FILE = "profile.json"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class JobSpec:
         zeroshot_suite: the zero-shot suite evaluated after the last epoch (None: none);
             ``zeroshot_samples`` caps each of its datasets; ``zeroshot_every_epoch`` evaluates it
             after every epoch instead.
+        loader_workers: DataLoader processes decoding the training images (None: none for a
+            split in memory at the model's size, else up to 4).
 
     Every per-epoch metric reads the validation split (what searches, schedulers and promotion
     select on). After the last epoch the same leaf and zero-shot numbers are also measured on
@@ -87,6 +93,7 @@ class JobSpec:
     zeroshot_suite: str | None = None
     zeroshot_samples: int = 200
     zeroshot_every_epoch: bool = False
+    loader_workers: int | None = None
 
     def epochs(self, train_size: int) -> int:
         """Whole epochs the job runs (the step budget rounded up to whole epochs)."""
@@ -141,7 +148,13 @@ def _test_metrics(classifier, spec: JobSpec, folder: str) -> dict[str, float]:
     """The reported numbers: leaf accuracy and the zero-shot suite on the test split."""
     from trainables.data.registry import load_split
 
-    test = load_split(spec.dataset, "test", root=spec.data_root).subset(spec.eval_samples)
+    test = load_split(
+        spec.dataset,
+        "test",
+        root=spec.data_root,
+        image_size=classifier.image_size,
+        samples=spec.eval_samples,
+    )
     metrics = _epoch_metrics(classifier, test.images, test.labels, spec)
     if spec.zeroshot_suite:
         metrics.update(_zeroshot_metrics(classifier, spec, "test", folder))
@@ -153,93 +166,6 @@ def worst_superclass_accuracy(profile: dict) -> float:
     attacks = profile["superclass_attacks"].values()
     cells = [cell["level"] for levels in attacks for cell in levels.values()]
     return min(cells) if cells else float("nan")
-
-
-class RayTrainWorker:
-    """One worker of a Ray Train worker group: Train places the model (DDP), shards the data
-    and keeps the checkpoints."""
-
-    def __init__(self):
-        import ray.train
-        import ray.train.torch
-
-        context = ray.train.get_context()
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device()
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        import ray.train.torch
-
-        return ray.train.torch.prepare_model(model)
-
-    def prepare_loader(self, loader):
-        import ray.train.torch
-
-        return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
-
-    def saved_state(self) -> dict | None:
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return load_torch_file(Path(folder) / STATE_FILE, map_location=self.device)
-
-    def report(self, metrics: dict, epoch: int, folder: str | None) -> None:
-        import ray.train
-
-        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-
-class InProcessWorker:
-    """A job's one worker in the calling process, without Ray Train: it keeps the checkpoints
-    in ``checkpoint_folder`` (the ``keep`` newest) and calls ``after_report(metrics,
-    checkpoint_path)`` after each epoch. ``last_metrics`` and ``last_checkpoint`` hold the
-    final report once the loop has run."""
-
-    rank, world = 0, 1
-
-    def __init__(self, checkpoint_folder: str, keep: int, after_report=None):
-        self.checkpoint_folder = Path(checkpoint_folder)
-        self.keep = keep
-        self.after_report = after_report
-        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        self.last_metrics: dict = {}
-        self.last_checkpoint: str | None = None
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
-
-    def prepare_loader(self, loader):
-        return _OnDevice(loader, self.device)
-
-    def saved_state(self) -> dict | None:
-        latest = latest_checkpoint(self.checkpoint_folder)
-        if latest is None:
-            return None
-        return load_torch_file(latest / STATE_FILE, map_location=self.device)
-
-    def report(self, metrics: dict, epoch: int, folder: str | None) -> None:
-        saved = save_checkpoint(Path(folder), self.checkpoint_folder, epoch, self.keep)
-        self.last_metrics, self.last_checkpoint = dict(metrics), str(saved)
-        if self.after_report is not None:
-            self.after_report(metrics, str(saved))
-
-
-class _OnDevice:
-    """Batches of ``loader`` moved to ``device`` (what Ray Train's prepared loader does)."""
-
-    def __init__(self, loader, device: torch.device):
-        self.loader, self.device = loader, device
-
-    def __iter__(self):
-        for images, labels in self.loader:
-            yield images.to(self.device), labels.to(self.device)
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -265,22 +191,26 @@ def run_in_process(
 def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     """The fine-tuning job of ``spec`` on one worker of ``worker.world``."""
     from trainables.clip_loader import load_clip
-    from trainables.data.registry import load_split
+    from trainables.data.registry import load_split, training_set
     from trainables.hierarchy.shipped import load_shipped
 
     rank, device = worker.rank, worker.device
     torch.manual_seed(spec.seed)
 
     forest = spec.forest if spec.forest is not None else load_shipped("embedded")
-    train = load_split(spec.dataset, "train", root=spec.data_root)
-    if spec.train_size is not None:
-        train = train.subset(spec.train_size)
     loaded = load_clip(spec.model_name, spec.pretrained)
+    size = loaded.image_size
+    train = training_set(spec.dataset, root=spec.data_root, image_size=size, seed=spec.seed)
+    if spec.train_size is not None:
+        train = torch.utils.data.Subset(train, range(min(spec.train_size, len(train))))
+    calibration = load_split(
+        spec.dataset, "train", root=spec.data_root, image_size=size, samples=256
+    )
     method = build_method(
         spec.method,
         loaded,
         forest,
-        calibration_images=train.subset(256).float_images(),
+        calibration_images=calibration.float_images(),
         seed=spec.seed * 1000 + rank,  # each rank attacks its own shard with its own starts
     )
     parameters = method.parameters()
@@ -301,13 +231,16 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
         start_epoch, step = _restore(state, method, optimizer, scheduler)
         log.info("rank %d resumes after epoch %d (step %d)", rank, start_epoch - 1, step)
 
-    validation = load_split(spec.dataset, "val", root=spec.data_root).subset(spec.eval_samples)
+    validation = load_split(
+        spec.dataset, "val", root=spec.data_root, image_size=size, samples=spec.eval_samples
+    )
     evaluator = method.classifier.with_forest(forest)
     log_epoch = spec.log_epoch if rank == 0 else None
     epochs = spec.epochs(len(train))
 
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
+        _set_epoch(train, epoch)
         started = time.perf_counter()
         metrics, count = train_epoch(
             method,
@@ -357,14 +290,44 @@ def _shard_loader(train, spec: JobSpec, worker: RayTrainWorker | InProcessWorker
     if spec.optim.batch_size % world:
         log.warning("global batch %d is not divisible by %d workers", spec.optim.batch_size, world)
     per_worker = max(1, spec.optim.batch_size // world)
-    dataset = torch.utils.data.TensorDataset(train.images, train.labels)
     sampler = torch.utils.data.distributed.DistributedSampler(
-        dataset, num_replicas=world, rank=worker.rank, shuffle=True, seed=spec.seed, drop_last=True
+        train, num_replicas=world, rank=worker.rank, shuffle=True, seed=spec.seed, drop_last=True
     )
+    processes = spec.loader_workers
+    if processes is None:
+        processes = 0 if isinstance(_base(train), InMemoryImages) else _default_loader_workers()
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=per_worker, sampler=sampler, drop_last=True
+        train,
+        batch_size=per_worker,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=processes,
+        # Fresh processes every epoch: each gets the dataset with that epoch's augmentation seed.
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
     )
     return sampler, worker.prepare_loader(loader), per_worker
+
+
+def _base(dataset):
+    """The dataset under a ``Subset`` (a train-size cap)."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def _set_epoch(dataset, epoch: int) -> None:
+    base = _base(dataset)
+    if hasattr(base, "set_epoch"):
+        base.set_epoch(epoch)
+
+
+def _default_loader_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus - 1))
 
 
 def _training_state(method, optimizer, scheduler, epoch: int, step: int) -> dict:

@@ -93,6 +93,7 @@ class ZeroShotClassifier(nn.Module):
             raise must("templates", "a non-empty list of strings with a {} placeholder", templates)
         self.clip = loaded.model
         self.tokenizer = loaded.tokenizer
+        self.image_size = loaded.image_size  # the side of the square images it takes
         self.templates = tuple(templates)
         self.forest = forest
         self.head = head or HeadSettings()
@@ -128,6 +129,7 @@ class ZeroShotClassifier(nn.Module):
         twin = ZeroShotClassifier.__new__(ZeroShotClassifier)
         nn.Module.__init__(twin)
         twin.clip, twin.tokenizer = self.clip, self.tokenizer
+        twin.image_size = self.image_size
         twin.templates = tuple(templates) if templates is not None else self.templates
         twin.forest, twin.head = forest, self.head
         twin.layout = HeadLayout.from_forest(forest)

@@ -180,8 +180,13 @@ def evaluate_suite(
     for entry in suite.datasets:
         forest = suite_forest(entry)
         zero_shot = classifier.with_forest(forest, templates=entry.templates).eval()
-        data = load_split(entry.dataset, split, root=data_root)
-        data = data.subset(samples if samples is not None else entry.samples)
+        data = load_split(
+            entry.dataset,
+            split,
+            root=data_root,
+            image_size=classifier.image_size,
+            samples=samples if samples is not None else entry.samples,
+        )
         images, labels = data.images, data.labels
         tree = forest.trees[0].name
         levels = level_accuracy(zero_shot, images, labels)

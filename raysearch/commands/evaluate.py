@@ -159,7 +159,13 @@ def _dataset_report(classifier, dataset: str, root, args: argparse.Namespace) ->
             f"a dataset with the model's {len(leaves)} classes (zero-shot datasets: --suite)",
             dataset,
         )
-    data = load_split(dataset, args.split, root=args.data_root or root).subset(args.samples or 1000)
+    data = load_split(
+        dataset,
+        args.split,
+        root=args.data_root or root,
+        image_size=classifier.image_size,
+        samples=args.samples or 1000,
+    )
     eps = args.eps[0] if args.eps else 4 / 255
     if args.attack == "pgd":
         attack = AttackSettings(eps=eps, steps=args.steps or 10)

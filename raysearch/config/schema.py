@@ -27,6 +27,7 @@ DEFAULT_TREES: dict[str, str | tuple[str, ...]] = {
     "embedded": "embedded",
     "cifar10": "cifar10-wordnet",
     "cifar100": ("cifar100-wordnet", "cifar100-coarse"),
+    "imagenet1k": "imagenet1k-wordnet",
 }
 #: The zero-shot suite a dataset's jobs evaluate when ``data.zeroshot_suite`` is "auto".
 DEFAULT_SUITES: dict[str, str] = {"embedded": "embedded-zeroshot"}
@@ -55,9 +56,11 @@ class DataSettings:
 
     Attributes:
         dataset: ``"embedded"`` (the procedurally generated default), ``"cifar10"`` or
-            ``"cifar100"`` (torchvision files under ``root``; never downloaded).
-        root: folder holding the torchvision datasets; null = the cache folder. Ignored by the
-            embedded dataset.
+            ``"cifar100"`` (torchvision files under ``root``; never downloaded), or
+            ``"imagenet1k"`` (an image folder: ``train/<wnid>/``, ``val/<wnid>/``).
+        root: folder holding the torchvision datasets, or the image folder itself; null = the
+            cache folder (an image folder in its subfolder named after the dataset). Ignored by
+            the embedded dataset.
         trees: the class trees: a shipped name (``embedded``, ``cifar10-wordnet``, ...), one tree
             of a shipped forest (``embedded/form``), a tree file, or a list of these (joined into
             one forest). Null = the dataset's default (:data:`DEFAULT_TREES`).
@@ -70,6 +73,9 @@ class DataSettings:
             dataset's default (:data:`DEFAULT_SUITES`), null = none.
         zeroshot_samples: images per suite dataset and split. Default 200.
         zeroshot_every_epoch: evaluate the suite after every epoch, not only the last.
+        loader_workers: processes decoding training images for each training worker; null =
+            none for a split held in memory at the model's size, else up to 4 (one fewer than
+            the worker's CPUs).
     """
 
     dataset: str = "embedded"
@@ -80,6 +86,7 @@ class DataSettings:
     zeroshot_suite: str | None = "auto"
     zeroshot_samples: int = 200
     zeroshot_every_epoch: bool = False
+    loader_workers: int | None = None
 
     def __post_init__(self) -> None:
         from trainables.data.registry import available_datasets
@@ -112,6 +119,8 @@ class DataSettings:
             )
         if self.zeroshot_samples < 1:
             raise must("data.zeroshot_samples", ">= 1", self.zeroshot_samples)
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise must("data.loader_workers", ">= 0 or null", self.loader_workers)
 
 
 @dataclass(frozen=True)

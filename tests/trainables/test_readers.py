@@ -404,7 +404,7 @@ def test_check_weights_file_reads_no_tensor_of_a_safetensors_file(tmp_path, monk
 
 
 def test_a_checkpoint_pickled_by_an_older_torch_is_refused(tmp_path):
-    from trainables.loop import STATE_FILE
+    from trainables.checkpoints import STATE_FILE
 
     path = tmp_path / STATE_FILE
     torch.save({"model": {}, "epoch": 0}, path, _use_new_zipfile_serialization=False)
