@@ -1,4 +1,5 @@
-"""`raysearch data`: describe an embedded dataset (`info`), render or load its cache (`build`)."""
+"""`raysearch data`: describe a dataset (`info`: an embedded one, or one on disk, checked), render
+or load an embedded dataset's cache (`build`)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,37 @@ from typing import Any
 
 from trainables.data.embedded import embedded_cache_path, is_cached, load_embedded
 from trainables.data.embedded_spec import RECIPES, EmbeddedSpec, embedded_spec
+from trainables.data.registry import available_datasets, describe_on_disk
 from trainables.data.splits import SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data",
-        help="describe the embedded dataset or build its cache",
+        help="describe a dataset (or check one on disk), or build the embedded dataset's cache",
         description="The embedded datasets, rendered once per spec and cached as Parquet: "
         "`embedded` (twenty shapes under three class trees, the fine-tuning dataset), "
         "`embedded-world` (what the base CLIP is pretrained on) and the zero-shot suite "
-        "(`embedded-heldout-shapes`, `-colour`, `-size`, `-background`).",
+        "(`embedded-heldout-shapes`, `-colour`, `-size`, `-background`); and the datasets "
+        "read from files under --root (cifar10, cifar100, imagenet1k), never downloaded.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
 
     info = actions.add_parser(
         "info",
-        help="print the classes, trees, split sizes and cache path",
+        help="print the classes, trees, split sizes and cache path; or check a dataset on disk",
         description="Print the classes, the class trees (nodes per level), the split sizes and "
-        "the cache folder of the embedded dataset; renders nothing.",
+        "the cache folder of an embedded dataset (renders nothing); or check a dataset on disk "
+        "under --root and print its classes and split sizes (exit 2, with one line naming what "
+        "is missing, when it is not usable).",
     )
-    _add_spec_arguments(info)
+    _add_spec_arguments(info, available_datasets())
+    info.add_argument(
+        "--root",
+        default=None,
+        help="folder of a dataset read from files (default: the cache's datasets folder)",
+    )
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=run_info)
 
@@ -40,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render the embedded dataset into the cache unless it is there already, "
         "read every split back, and print the cache folder and the time taken.",
     )
-    _add_spec_arguments(build)
+    _add_spec_arguments(build, tuple(RECIPES))
     build.add_argument(
         "--workers", type=int, default=None, help="render processes (default: automatic)"
     )
@@ -48,12 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(handler=run_build)
 
 
-def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_spec_arguments(parser: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
     defaults = EmbeddedSpec()
-    group = parser.add_argument_group("dataset spec")
-    group.add_argument(
-        "--dataset", choices=tuple(RECIPES), default="embedded", help="which embedded dataset"
-    )
+    group = parser.add_argument_group("dataset spec (the embedded datasets)")
+    group.add_argument("--dataset", choices=datasets, default="embedded", help="which dataset")
     group.add_argument("--seed", type=int, default=defaults.seed, help="render seed (default 0)")
     group.add_argument(
         "--image-size",
@@ -141,9 +149,21 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    if args.dataset not in RECIPES:
+        on_disk = describe_on_disk(args.dataset, args.root)
+        print(json.dumps(on_disk, indent=2) if args.json else format_on_disk(on_disk))
+        return 0
     info = dataset_info(spec_from_args(args))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
+
+
+def format_on_disk(info: dict[str, Any]) -> str:
+    sizes = ", ".join(f"{split} {count:,}" for split, count in info["splits"].items())
+    return (
+        f"{info['dataset']}: {info['classes']} classes, {sizes} images\n"
+        f"  {info['format']} under {info['root']}"
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from raysearch.cli import main
+from tests.image_datasets import write_image_folder, write_imagenet
 from trainables.data.embedded_taxonomy import LEAVES
 
 SMALL = ["--n-train", "200", "--n-val", "20", "--n-test", "20"]
@@ -95,3 +96,35 @@ def test_every_suite_dataset_can_be_described_and_built(
     assert info["splits"] == {"train": 1000, "val": 1000, "test": 1000}  # the suite's defaults
     built = _run_json(capsys, "data", "build", "--dataset", dataset, "--n-train", "16", "--json")
     assert built["rendered"] and built["images"] == 16 + 1000 + 1000
+
+
+def test_info_checks_an_image_folder_on_disk(capsys, tmp_path):
+    root = write_imagenet(tmp_path / "imagenet")
+    info = _run_json(
+        capsys, "data", "info", "--dataset", "imagenet1k", "--root", str(root), "--json"
+    )
+    assert info["classes"] == 1000 and info["root"] == str(root)
+    assert info["splits"] == {"train": 1000, "val": 1000, "test": 1000}
+    assert main(["data", "info", "--dataset", "imagenet1k", "--root", str(root)]) == 0
+    assert "imagenet1k: 1000 classes, train 1,000, val 1,000, test 1,000 images" in (
+        capsys.readouterr().out
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "broken", "expected"),
+    [
+        ("imagenet1k", "empty", "train/<class>/ is missing"),
+        ("imagenet1k", "three classes", "must hold the 1000 class folders of imagenet1k"),
+        ("cifar10", "empty", "`root` must be a folder holding cifar10"),
+    ],
+)
+def test_info_names_what_is_missing_on_disk(capsys, tmp_path, dataset, broken, expected):
+    root = tmp_path / "data"
+    root.mkdir()
+    if broken == "three classes":
+        write_image_folder(root)
+    assert main(["data", "info", "--dataset", dataset, "--root", str(root)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], captured.err

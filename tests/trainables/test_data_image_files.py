@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.image_datasets import CLASSES, image, write_image_folder, write_tiny_imagenet
 from trainables.data.image_files import (
     HELD_OUT_PER_CLASS,
     ImageFiles,
@@ -19,42 +19,6 @@ from trainables.data.image_files import (
     transform_image,
 )
 from trainables.errors import UserInputError
-
-CLASSES = ("n01440764", "n01443537", "n01484850")
-
-
-def _image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def write_image_folder(root, *, train: int = 4, test: int = 2, classes=CLASSES, seed: int = 0):
-    """An ImageNet-layout folder: ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.png``."""
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        (root / "train" / name).mkdir(parents=True)
-        (root / "val" / name).mkdir(parents=True)
-        for i in range(train):
-            _image(rng, 40 + i, 30).save(root / "train" / name / f"{name}_{i}.JPEG", "JPEG")
-        for i in range(test):
-            _image(rng, 30, 50).save(root / "val" / name / f"val_{name}_{i}.png")
-    return root
-
-
-def write_tiny_imagenet(root, *, train: int = 4, test: int = 2, seed: int = 0):
-    """TinyImageNet's layout: ``train/<wnid>/images/``, ``val/images/`` and its annotations."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    (root / "val" / "images").mkdir(parents=True)
-    for name in CLASSES:
-        (root / "train" / name / "images").mkdir(parents=True)
-        for i in range(train):
-            _image(rng, 64, 64).save(root / "train" / name / "images" / f"{name}_{i}.JPEG", "JPEG")
-        for i in range(test):
-            file = f"val_{name}_{i}.JPEG"
-            _image(rng, 64, 64).save(root / "val" / "images" / file, "JPEG")
-            lines.append(f"{file}\t{name}\t0\t0\t63\t63")
-    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 @pytest.mark.parametrize("writer", [write_image_folder, write_tiny_imagenet])
@@ -85,15 +49,15 @@ def test_a_small_class_keeps_half_its_images_for_training(tmp_path):
 def test_the_evaluation_transform_is_torchvisions_resize_and_centre_crop(width, height):
     from torchvision import transforms
 
-    image = _image(np.random.default_rng(width * height), width, height)
+    picture = image(np.random.default_rng(width * height), width, height)
     reference = transforms.Compose(
         [
             transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(32),
             transforms.PILToTensor(),
         ]
-    )(image)
-    got = transform_image(image, 32)
+    )(picture)
+    got = transform_image(picture, 32)
     assert got.dtype == torch.uint8 and got.shape == (3, 32, 32)
     assert torch.equal(got, reference)
 

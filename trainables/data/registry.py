@@ -134,6 +134,38 @@ def training_set(
     return ResizedImages(data.images, data.labels, image_size)
 
 
+def describe_on_disk(name: str, root: str | Path | None = None) -> dict:
+    """What a file-based dataset holds under ``root``: its folder, number of classes and images
+    per split. A missing or incomplete dataset raises the one line that says what is missing."""
+    if name in RECIPES:
+        raise must(
+            "dataset", "a dataset read from files (the embedded ones live in the cache)", name
+        )
+    from trainables.data.class_lists import dataset_classes
+
+    if name in _IMAGE_FOLDERS:
+        folder = Path(root).expanduser() if root else default_root() / name
+        splits = {
+            split: _image_folder(name, split, folder, 224, train=False, seed=0) for split in SPLITS
+        }
+        return {
+            "dataset": name,
+            "root": str(folder),
+            "format": _IMAGE_FOLDERS[name],
+            "classes": len(dataset_classes(name)),
+            "splits": {split: len(dataset) for split, dataset in splits.items()},
+        }
+    folder = Path(root).expanduser() if root else default_root()
+    sizes = {split: len(_in_memory(name, split, folder, None)) for split in _TORCHVISION_SPLITS}
+    return {
+        "dataset": name,
+        "root": str(folder),
+        "format": f"torchvision {_TORCHVISION[name].class_name} ({_TORCHVISION[name].folder}/)",
+        "classes": len(dataset_classes(name)),
+        "splits": sizes,
+    }
+
+
 def _in_memory(name: str, split: str, root, spec: EmbeddedSpec | None) -> ImageSplit:
     if name in RECIPES:
         if split not in SPLITS:
