@@ -153,7 +153,7 @@ def _dataset_report(classifier, dataset: str, root, args: argparse.Namespace) ->
 
     dataset = args.data or dataset
     leaves = tuple(classifier.forest.leaves)
-    if dataset_classes(dataset) != leaves:
+    if dataset_classes(dataset, args.data_root or root) != leaves:
         raise must(
             "--data",
             f"a dataset with the model's {len(leaves)} classes (zero-shot datasets: --suite)",

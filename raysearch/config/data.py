@@ -34,7 +34,7 @@ def data_forest(data: DataSettings) -> Forest:
         loaded = resolve(source)
         trees.extend(loaded.trees if isinstance(loaded, Forest) else [loaded])
     forest = Forest(trees)
-    classes = dataset_classes(data.dataset)
+    classes = dataset_classes(data.dataset, data.root)
     if set(forest.leaves) != set(classes):
         raise must(
             "data.trees",

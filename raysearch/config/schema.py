@@ -57,7 +57,9 @@ class DataSettings:
     Attributes:
         dataset: ``"embedded"`` (the procedurally generated default), ``"cifar10"`` or
             ``"cifar100"`` (torchvision files under ``root``; never downloaded), or
-            ``"imagenet1k"`` (an image folder: ``train/<wnid>/``, ``val/<wnid>/``).
+            ``"imagenet1k"`` (an image folder: ``train/<wnid>/``, ``val/<wnid>/``), or
+            ``"imagefolder"`` (any image folder in that layout; its classes are its folders,
+            ``root`` and ``trees`` required).
         root: folder holding the torchvision datasets, or the image folder itself; null = the
             cache folder (an image folder in its subfolder named after the dataset). Ignored by
             the embedded dataset.
@@ -96,6 +98,8 @@ class DataSettings:
             raise must("data.dataset", f"one of {list(datasets)}", self.dataset)
         if self.root is not None and not self.root:
             raise must("data.root", "a folder or null", self.root)
+        if self.dataset == "imagefolder" and self.root is None:
+            raise must("data.root", "the image folder of dataset 'imagefolder'", None)
         if self.trees is None:
             if self.dataset not in DEFAULT_TREES:
                 raise must("data.trees", f"given for dataset {self.dataset!r}", None)

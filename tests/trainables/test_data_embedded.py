@@ -300,6 +300,7 @@ def test_registry_serves_the_embedded_splits():
         "cifar10",
         "cifar100",
         "imagenet1k",
+        "imagefolder",
     )
     val = load_split("embedded", "val", spec=SMALL)
     assert torch.equal(val.images, load_embedded(SMALL).split("val").images)

@@ -6,7 +6,8 @@
 * ``cifar10`` and ``cifar100``: torchvision's label order (CIFAR-100's fine labels are
   alphabetical), plus CIFAR-100's 20 coarse superclasses;
 * ``imagenet1k``: the 1000 WordNet ids in timm's (the standard) order, named by the first name
-  of each description (timm is imported only when asked for).
+  of each description (timm is imported only when asked for);
+* ``imagefolder``: any image folder, its classes the folders of ``train/`` in sorted order.
 
 Class ids are the names used as tree leaves; :func:`dataset_labels` gives display names for
 prompts (underscores as spaces; ImageNet's first names, which may repeat: two "crane" classes).
@@ -129,21 +130,37 @@ _LABELS = {
     "imagenet1k": imagenet1k_names,
 }
 
+#: A dataset whose classes are the class folders of its ``root`` (any image folder).
+IMAGE_FOLDER = "imagefolder"
 #: Names accepted by :func:`dataset_classes`.
-DATASETS: tuple[str, ...] = tuple(_CLASSES)
+DATASETS: tuple[str, ...] = (*_CLASSES, IMAGE_FOLDER)
 
 
 def _check(name: str) -> str:
-    if name not in _CLASSES:
+    if name not in DATASETS:
         raise must("dataset", f"one of {', '.join(DATASETS)}", name)
     return name
 
 
-def dataset_classes(name: str) -> tuple[str, ...]:
-    """Class ids of a dataset in label order (the leaves of its trees)."""
-    return _CLASSES[_check(name)]()
+def _folder_classes(root) -> tuple[str, ...]:
+    from trainables.data.image_files import folder_classes
+
+    if root is None:
+        raise must("data.root", f"the image folder of dataset {IMAGE_FOLDER!r}", None)
+    return folder_classes(root)
 
 
-def dataset_labels(name: str) -> tuple[str, ...]:
-    """Display names of a dataset's classes, aligned with :func:`dataset_classes`."""
-    return _LABELS[_check(name)]()
+def dataset_classes(name: str, root=None) -> tuple[str, ...]:
+    """Class ids of a dataset in label order (the leaves of its trees); ``root`` is read only
+    for :data:`IMAGE_FOLDER`, whose classes are its folders."""
+    if _check(name) == IMAGE_FOLDER:
+        return _folder_classes(root)
+    return _CLASSES[name]()
+
+
+def dataset_labels(name: str, root=None) -> tuple[str, ...]:
+    """Display names of a dataset's classes, aligned with :func:`dataset_classes` (an image
+    folder's: its folder names, underscores as spaces)."""
+    if _check(name) == IMAGE_FOLDER:
+        return _readable(_folder_classes(root))
+    return _LABELS[name]()

@@ -86,6 +86,11 @@ def _class_folders(root: Path) -> list[Path]:
     return folders
 
 
+def folder_classes(root: str | Path) -> tuple[str, ...]:
+    """The class names of the image folder ``root``: its ``train/`` subfolders, sorted."""
+    return tuple(folder.name for folder in _class_folders(Path(root).expanduser()))
+
+
 def index_split(root: str | Path, split: str) -> FileIndex:
     """The files and labels of ``split`` ("train", "val" or "test") of the dataset in ``root``;
     classes are the training set's class folders in sorted order."""

@@ -10,6 +10,7 @@ torch dataset) or evaluation (:func:`load_split`, an :class:`ImageSplit` in memo
 - ``imagenet1k``: an image folder (``train/<wnid>/``, ``val/<wnid>/``;
   :mod:`trainables.data.image_files`), the 1000 classes in their standard order; "test" is the
   official validation set, "val" a few images of every class held out of "train".
+- ``imagefolder``: any image folder in that layout (``root`` required), its classes its folders.
 
 Both kinds stay small in memory: the embedded and CIFAR splits are held as uint8 arrays at their
 own size (resized on access when the model wants another), an image folder is an index of files
@@ -50,7 +51,10 @@ _TORCHVISION: dict[str, _TorchvisionSource] = {
 }
 _TORCHVISION_SPLITS = ("train", "val", "test")
 #: Image-folder datasets: their class ids, in label order, as on disk.
-_IMAGE_FOLDERS: dict[str, str] = {"imagenet1k": "ILSVRC2012 (train/<wnid>/, val/<wnid>/)"}
+_IMAGE_FOLDERS: dict[str, str] = {
+    "imagenet1k": "ILSVRC2012 (train/<wnid>/, val/<wnid>/)",
+    "imagefolder": "an image folder (train/<class>/, val/<class>/)",
+}
 #: The most images :func:`load_split` decodes from an image folder into memory.
 MAX_DECODED = 50_000
 #: Images of a torchvision training set held out as the validation split.
@@ -152,7 +156,7 @@ def describe_on_disk(name: str, root: str | Path | None = None) -> dict:
             "dataset": name,
             "root": str(folder),
             "format": _IMAGE_FOLDERS[name],
-            "classes": len(dataset_classes(name)),
+            "classes": len(splits["train"].index.classes),
             "splits": {split: len(dataset) for split, dataset in splits.items()},
         }
     folder = Path(root).expanduser() if root else default_root()
@@ -186,7 +190,7 @@ def _image_folder(name: str, split: str, root, image_size: int, *, train: bool, 
 
     folder = Path(root).expanduser() if root else default_root() / name
     index = index_split(folder, split)
-    expected = dataset_classes(name)
+    expected = dataset_classes(name, folder)
     if index.classes != expected:
         unknown = sorted(set(index.classes) - set(expected))
         missing = sorted(set(expected) - set(index.classes))
