@@ -12,14 +12,18 @@ def image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def write_image_folder(root, *, train: int = 4, test: int = 2, classes=CLASSES, seed: int = 0):
-    """An ImageNet-layout folder: ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.png``."""
+def write_image_folder(
+    root, *, train: int = 4, test: int = 2, classes=CLASSES, seed: int = 0, size=None
+):
+    """An ImageNet-layout folder: ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.png`` (images of
+    assorted sizes, or all of ``size`` = (width, height))."""
     rng = np.random.default_rng(seed)
     for name in classes:
         (root / "train" / name).mkdir(parents=True)
         (root / "val" / name).mkdir(parents=True)
         for i in range(train):
-            image(rng, 40 + i, 30).save(root / "train" / name / f"{name}_{i}.JPEG", "JPEG")
+            width, height = size or (40 + i, 30)
+            image(rng, width, height).save(root / "train" / name / f"{name}_{i}.JPEG", "JPEG")
         for i in range(test):
             image(rng, 30, 50).save(root / "val" / name / f"val_{name}_{i}.png")
     return root

@@ -149,3 +149,23 @@ def test_a_damaged_image_names_its_file(tmp_path):
         file.write(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(UserInputError, match=r"`data.root` must be a readable image"):
         ImageFiles(index, 32)[0]
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * 4096
+
+
+def test_streaming_keeps_memory_flat_over_a_dataset_much_larger_than_a_batch(tmp_path):
+    # 570 images decode to 570 x 3 x 224 x 224 bytes = 86 MB; one batch of 8 is 1.2 MB.
+    root = write_image_folder(tmp_path / "data", train=200, test=1, size=(224, 224))
+    dataset = ImageFiles(index_split(root, "train"), 224, train=True)
+    decoded = len(dataset) * 3 * 224 * 224
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True)
+    iterator = iter(loader)
+    next(iterator)  # warm up: the first batch allocates what every later one reuses
+    before = _resident_bytes()
+    seen = sum(len(images) for images, _ in iterator)
+    grown = _resident_bytes() - before
+    assert seen + 8 >= len(dataset) > 500
+    assert grown < decoded / 10, f"resident memory grew {grown / 2**20:.1f} MiB"
