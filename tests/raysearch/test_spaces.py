@@ -185,6 +185,11 @@ def test_paper_space_is_the_paper_setting():
     assert (base.optim.optimizer, base.optim.lr, base.optim.weight_decay) == ("adamw", 1e-5, 1e-4)
     assert (base.optim.batch_size, base.optim.epochs) == (256, 10)
     assert (base.scaling.workers, base.scaling.gpus_per_worker) == (4, 1)
+    assert (base.data.dataset, base.data.trees, base.optim.precision) == (
+        "imagenet1k",
+        "imagenet1k-wordnet",
+        "bf16",
+    )
 
 
 def test_baselines_follow_the_method_defaults():
