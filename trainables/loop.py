@@ -204,7 +204,7 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     if spec.train_size is not None:
         train = torch.utils.data.Subset(train, range(min(spec.train_size, len(train))))
     calibration = load_split(
-        spec.dataset, "train", root=spec.data_root, image_size=size, samples=256
+        spec.dataset, "train", root=spec.data_root, image_size=size, samples=min(256, len(train))
     )
     method = build_method(
         spec.method,
