@@ -42,6 +42,14 @@ class JobResult:
     profile: dict | None = None
 
 
+def _absolute(root: str | None) -> str | None:
+    """A local data root as an absolute path: Ray Train runs each worker in a folder of its own,
+    where a path relative to where ``raysearch`` ran would name nothing."""
+    if root is None or "://" in root:
+        return root
+    return str(Path(root).expanduser().resolve())
+
+
 def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_id: str | None):
     """The worker-side settings of ``config`` (plain trainables dataclasses, the forest itself:
     tree files need not exist on the workers)."""
@@ -51,7 +59,7 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
         evaluation=config.evaluation,
         eval_samples=config.data.eval_samples,
         dataset=config.data.dataset,
-        data_root=config.data.root,
+        data_root=_absolute(config.data.root),
         train_size=config.data.train_size,
         forest=forest,
         model_name=config.model.name,

@@ -215,3 +215,12 @@ def test_a_failing_job_exits_1_and_its_run_ends_failed_with_the_reason(tmp_path,
     (run,) = _job_runs(None, uri, "broken")
     assert run.info.status == "FAILED"
     assert "cifar10" in run.data.tags[tracking.ERROR_TAG]
+
+
+def test_a_relative_data_root_reaches_the_workers_as_an_absolute_path(tmp_path, monkeypatch):
+    from raysearch.train import job_spec
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["data.root=data/cifar"])
+    spec = job_spec(config, None, tracking_uri=None, run_id=None)
+    assert spec.data_root == str(tmp_path / "data" / "cifar")

@@ -169,3 +169,63 @@ def test_streaming_keeps_memory_flat_over_a_dataset_much_larger_than_a_batch(tmp
     grown = _resident_bytes() - before
     assert seen + 8 >= len(dataset) > 500
     assert grown < decoded / 10, f"resident memory grew {grown / 2**20:.1f} MiB"
+
+
+def test_a_very_thin_image_is_transformed_without_resizing_it_whole():
+    thin = image(np.random.default_rng(0), 1, 100_000)  # would resize to 224 x 22,400,000
+    before = _resident_bytes()
+    got = transform_image(thin, 224)
+    assert got.shape == (3, 224, 224)
+    assert _resident_bytes() - before < 200 * 2**20
+
+
+def test_the_crop_only_path_matches_the_two_step_transform():
+    # Just past the threshold: both ways are computable, and agree within a rounding step.
+    from trainables.data import image_files
+
+    picture = image(np.random.default_rng(1), 40, 700)
+    whole = transform_image(picture, 32)
+    threshold = image_files._MAX_RESIZED_AREA
+    try:
+        image_files._MAX_RESIZED_AREA = 1
+        cropped = transform_image(picture, 32)
+    finally:
+        image_files._MAX_RESIZED_AREA = threshold
+    assert (whole.int() - cropped.int()).abs().max() <= 2
+
+
+def test_a_damaged_training_image_is_skipped_not_fatal(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "data", train=8)
+    index = index_split(root, "train")
+    with open(index.files[0], "wb") as file:
+        file.write(b"not an image")
+    dataset = ImageFiles(index, 32, train=True)
+    with caplog.at_level("WARNING"):
+        picture, label = dataset[0]
+    assert picture.shape == (3, 32, 32) and label == index.labels[1]  # the next image's
+    assert "skipping a training image" in caplog.text and index.files[0] in caplog.text
+    assert torch.equal(dataset[torch.tensor(2)][0], dataset[2][0])  # tensor indices too
+
+
+def test_sixteen_bit_grey_pngs_keep_their_contrast(tmp_path):
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    from trainables.readers import open_image
+
+    rgb = np.asarray(open_image(path.read_bytes(), str(path), field="image"))
+    assert rgb.shape == (64, 64, 3)
+    assert 110 < rgb.mean() < 145 and rgb.min() == 0 and rgb.max() == 255
+
+
+def test_class_folders_of_both_layouts_mix(tmp_path):
+    root = write_image_folder(tmp_path / "data", train=4)
+    nested = root / "train" / CLASSES[1] / "images"
+    nested.mkdir()
+    for path in (root / "train" / CLASSES[1]).glob("*.JPEG"):
+        path.rename(nested / path.name)
+    index = index_split(root, "train")
+    assert sorted(set(index.labels)) == [0, 1, 2]

@@ -23,7 +23,10 @@ depend on how many loader processes decode them.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,9 @@ import torch
 
 from trainables.data.splits import SPLITS
 from trainables.errors import UserInputError, must
-from trainables.readers import MAX_IMAGE_BYTES, open_image, read_bytes
+from trainables.readers import MAX_IMAGE_BYTES, open_image, read_bytes, read_text
+
+log = logging.getLogger(__name__)
 
 #: Images of every class held out of the official training set as the ``val`` split.
 HELD_OUT_PER_CLASS = 10
@@ -56,18 +61,29 @@ class FileIndex:
         return len(self.files)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+@functools.lru_cache(maxsize=64)
+def _images_in(folder: Path) -> tuple[str, ...]:
+    """The image files of ``folder``, sorted (listed once per process: every split of a large
+    dataset and every loader reads the same listing)."""
+    try:
+        with os.scandir(folder) as entries:
+            return tuple(
+                sorted(
+                    entry.path
+                    for entry in entries
+                    if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()
+                )
+            )
+    except OSError as error:
+        raise UserInputError(
+            f"{folder}: the folder cannot be read ({error.strerror or error})."
+        ) from None
 
 
-def _is_tiny_layout(root: Path) -> bool:
-    train = root / "train"
-    first = next((child for child in sorted(train.iterdir()) if child.is_dir()), None)
-    return first is not None and (first / "images").is_dir()
+def _class_images(folder: Path) -> tuple[str, ...]:
+    """A class folder's images: directly in it, or in its ``images/`` (TinyImageNet)."""
+    nested = folder / "images"
+    return _images_in(nested if nested.is_dir() else folder)
 
 
 def _missing(root: Path, what: str) -> UserInputError:
@@ -80,7 +96,10 @@ def _class_folders(root: Path) -> list[Path]:
     train = root / "train"
     if not train.is_dir():
         raise _missing(root, "train/<class>/ is missing")
-    folders = sorted(child for child in train.iterdir() if child.is_dir())
+    try:
+        folders = sorted(child for child in train.iterdir() if child.is_dir())
+    except OSError as error:
+        raise UserInputError(f"{train}: the folder cannot be read ({error.strerror}).") from None
     if not folders:
         raise _missing(root, "train/ holds no class folder")
     return folders
@@ -99,16 +118,15 @@ def index_split(root: str | Path, split: str) -> FileIndex:
     root = Path(root).expanduser()
     folders = _class_folders(root)
     classes = tuple(folder.name for folder in folders)
-    tiny = _is_tiny_layout(root)
     if split == "test":
-        files, labels = _test_files(root, classes, tiny)
+        files, labels = _test_files(root, classes)
     else:
         files, labels = [], []
         for label, folder in enumerate(folders):
-            images = _images_in(folder / "images" if tiny else folder)
+            images = _class_images(folder)
             cut = len(images) - min(HELD_OUT_PER_CLASS, len(images) // 2)
             chosen = images[cut:] if split == "val" else images[:cut]
-            files.extend(str(path) for path in chosen)
+            files.extend(chosen)
             labels.extend([label] * len(chosen))
     if not files:
         raise _missing(root, f"its {split} split holds no image ({', '.join(IMAGE_SUFFIXES)})")
@@ -117,22 +135,20 @@ def index_split(root: str | Path, split: str) -> FileIndex:
     return FileIndex(tuple(files[i] for i in order), tuple(labels[i] for i in order), classes)
 
 
-def _test_files(root: Path, classes: tuple[str, ...], tiny: bool) -> tuple[list[str], list[int]]:
+def _test_files(root: Path, classes: tuple[str, ...]) -> tuple[list[str], list[int]]:
     label_of = {name: label for label, name in enumerate(classes)}
     val = root / "val"
     if not val.is_dir():
         raise _missing(root, "val/ (the test split) is missing")
     files, labels = [], []
-    if tiny:
-        annotations = val / "val_annotations.txt"
-        if not annotations.is_file():
-            raise _missing(root, "val/val_annotations.txt is missing")
-        for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+    annotations = val / "val_annotations.txt"
+    if annotations.is_file():  # TinyImageNet: val/images/ and one line per image
+        for number, line in enumerate(read_text(annotations).splitlines(), start=1):
             fields = line.split("\t")
-            if len(fields) < 2 or fields[1] not in label_of:
+            if len(fields) < 2 or fields[1] not in label_of or Path(fields[0]).name != fields[0]:
                 raise UserInputError(
-                    f"{annotations}: line {number} must be `<image> TAB <class>` with a class of "
-                    f"train/, but got {line[:80]!r}."
+                    f"{annotations}: line {number} must be `<image> TAB <class>` with a file "
+                    f"name and a class of train/, but got {line[:80]!r}."
                 )
             files.append(str(val / "images" / fields[0]))
             labels.append(label_of[fields[1]])
@@ -144,7 +160,7 @@ def _test_files(root: Path, classes: tuple[str, ...], tiny: bool) -> tuple[list[
                 f"{len(classes)} classes."
             )
         images = _images_in(folder)
-        files.extend(str(path) for path in images)
+        files.extend(images)
         labels.extend([label_of[folder.name]] * len(images))
     return files, labels
 
@@ -190,6 +206,10 @@ def random_crop_box(width: int, height: int, rng: np.random.Generator) -> tuple[
     return (left, top, left + w, top + h)
 
 
+#: Past this many times the output's area, the evaluation transform resamples only its crop.
+_MAX_RESIZED_AREA = 16
+
+
 def transform_image(image, size: int, rng: np.random.Generator | None = None) -> torch.Tensor:
     """An RGB PIL image as uint8 ``[3, size, size]``: the evaluation transform, or with ``rng``
     the training one (random resized crop, then a flip with probability 1/2)."""
@@ -198,9 +218,17 @@ def transform_image(image, size: int, rng: np.random.Generator | None = None) ->
     bicubic = Image.Resampling.BICUBIC
     if rng is None:
         resized, box = centre_crop_box(image.width, image.height, size)
-        if resized != image.size:
-            image = image.resize(resized, bicubic)
-        image = image.crop(box)
+        if resized[0] * resized[1] > _MAX_RESIZED_AREA * size * size:
+            # A very thin image (1 x 100,000) would resize to gigabytes: resample only the
+            # crop, from the same source pixels (it may differ from the two-step result by a
+            # rounding step).
+            scale = image.width / resized[0]
+            source = tuple(value * scale for value in box)
+            image = image.resize((size, size), bicubic, box=source)
+        else:
+            if resized != image.size:
+                image = image.resize(resized, bicubic)
+            image = image.crop(box)
     else:
         box = random_crop_box(image.width, image.height, rng)
         image = image.resize((size, size), bicubic, box=box)
@@ -232,11 +260,29 @@ class TransformedImages(torch.utils.data.Dataset):
         """Item ``item``'s RGB PIL image, before the transform."""
         raise NotImplementedError
 
+    def _readable_image(self, item: int, tries: int = 10):
+        """``(image, item)``: item ``item``'s image, or (a damaged file must not end a training
+        run hours in) the next readable one and its index, the same every epoch; the skipped
+        file is logged."""
+        for offset in range(tries):
+            used = (item + offset) % len(self)
+            try:
+                return self.image(used), used
+            except UserInputError as error:
+                if offset == tries - 1:
+                    raise
+                log.warning("skipping a training image: %s", error)
+        raise AssertionError("unreachable")
+
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = int(item)
         rng = None
         if self.train:
             rng = np.random.default_rng(np.random.SeedSequence((self.seed, self.epoch, item)))
-        return transform_image(self.image(item), self.image_size, rng), self.labels[item]
+            image, item = self._readable_image(item)
+        else:
+            image = self.image(item)
+        return transform_image(image, self.image_size, rng), self.labels[item]
 
 
 class ImageFiles(TransformedImages):
@@ -279,9 +325,12 @@ class ResizedImages(TransformedImages):
 def decode_all(
     dataset: TransformedImages, indices: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images and labels at ``indices``, decoded into memory (an evaluation subset)."""
-    if not indices:
-        size = dataset.image_size
-        return torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-    items = [dataset[i] for i in indices]
-    return torch.stack([image for image, _ in items]), torch.stack([label for _, label in items])
+    """The images and labels at ``indices``, decoded into memory (an evaluation subset) one at a
+    time into preallocated tensors."""
+    indices = list(indices)
+    size = dataset.image_size
+    images = torch.empty(len(indices), 3, size, size, dtype=torch.uint8)
+    labels = torch.empty(len(indices), dtype=torch.int64)
+    for row, item in enumerate(indices):
+        images[row], labels[row] = dataset[item]
+    return images, labels

@@ -34,6 +34,7 @@ from trainables.data.embedded import load_embedded
 from trainables.data.embedded_spec import RECIPES, EmbeddedSpec, embedded_spec
 from trainables.data.splits import SPLITS, ImageSplit
 from trainables.errors import UserInputError, must
+from trainables.numbers import is_integer
 
 if TYPE_CHECKING:
     import torch
@@ -96,6 +97,10 @@ def load_split(
     """
     from trainables.data.image_files import ResizedImages, decode_all
 
+    if samples is not None and (not is_integer(samples) or samples < 0):
+        raise must("samples", "a non-negative integer or None", samples)
+    if image_size is not None and (not is_integer(image_size) or image_size < 1):
+        raise must("image_size", "a positive integer or None", image_size)
     if name in _IMAGE_FOLDERS:
         dataset = _image_folder(name, split, root, image_size or 224, train=False, seed=0)
         count = len(dataset) if samples is None else min(samples, len(dataset))

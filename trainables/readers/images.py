@@ -44,6 +44,18 @@ def _image_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _as_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit grey (``I;16``, as 16-bit PNGs decode) is scaled to 8
+    bits first: PIL's own conversion clips it, turning almost every pixel white."""
+    if image.mode.startswith("I;16"):
+        import numpy as np
+        from PIL import Image
+
+        grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 def open_image(data: bytes, where: str, *, field: str) -> Image.Image:
     """The RGB image encoded in ``data``, decoded completely.
 
@@ -67,7 +79,7 @@ def open_image(data: bytes, where: str, *, field: str) -> Image.Image:
                 probe.verify()  # checksums and structure, without decoding the pixels
             with Image.open(io.BytesIO(data)) as image:  # verify() leaves the image unusable
                 image.load()
-                return image.convert("RGB")
+                return _as_rgb(image)
         except UserInputError:
             raise
         except Image.DecompressionBombError as error:  # PIL's own guard, far above this one
