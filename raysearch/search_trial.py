@@ -15,6 +15,7 @@ from raysearch.search_state import FINISHED_KEY, NUMBER_KEY, OVERRIDES_KEY, tria
 from raysearch.spaces import SearchSpace
 from raysearch.train import run_job
 from trainables.numbers import is_finite_number
+from trainables.suites import SUITES
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
     pinned: dict[str, Any] = {"mlflow.tracking_uri": base.mlflow.resolved_tracking_uri()}
     if base.data.root is not None and "://" not in base.data.root:
         pinned["data.root"] = str(Path(base.data.root).expanduser().resolve())
+    suite = base.data.zeroshot_suite
+    if suite is not None and suite not in SUITES:  # a suite file
+        pinned["data.zeroshot_suite"] = str(Path(suite).expanduser().resolve())
     return pinned
 
 

@@ -297,7 +297,7 @@ def space_from_dict(data: Any, folder: str | Path = ".") -> SearchSpace:
     if base.data.zeroshot_suite is not None:
         from trainables.suites import get_suite
 
-        suite_datasets = [entry.dataset for entry in get_suite(base.data.zeroshot_suite).datasets]
+        suite_datasets = [entry.key for entry in get_suite(base.data.zeroshot_suite).datasets]
     objectives = _objectives(data.get("objective"), depths, suite_datasets)
     budget = _budget(data.get("budget"))
     final_only = objectives[0].metric in FINAL_METRICS or (

@@ -50,6 +50,13 @@ def _absolute(root: str | None) -> str | None:
     return str(Path(root).expanduser().resolve())
 
 
+def _suite_for_workers(suite: str | None) -> str | None:
+    """A suite file as an absolute path (the workers' working folder is not this one)."""
+    from trainables.suites import SUITES
+
+    return suite if suite is None or suite in SUITES else _absolute(suite)
+
+
 def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_id: str | None):
     """The worker-side settings of ``config`` (plain trainables dataclasses, the forest itself:
     tree files need not exist on the workers)."""
@@ -66,7 +73,7 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
         pretrained=config.model.pretrained,
         seed=config.seed,
         log_epoch=tracking.EpochLog(tracking_uri, run_id) if run_id is not None else None,
-        zeroshot_suite=config.data.zeroshot_suite,
+        zeroshot_suite=_suite_for_workers(config.data.zeroshot_suite),
         zeroshot_samples=config.data.zeroshot_samples,
         zeroshot_every_epoch=config.data.zeroshot_every_epoch,
         loader_workers=config.data.loader_workers,

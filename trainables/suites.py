@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trainables.errors import must
 from trainables.evaluate import (
@@ -24,7 +25,9 @@ from trainables.evaluate import (
     projection_share,
     robustness_profile,
 )
+from trainables.numbers import is_finite_number, is_integer
 from trainables.radii import format_eps
+from trainables.readers import expanded, is_file, read_yaml
 
 EVAL_SPLITS = ("val", "test")
 
@@ -39,12 +42,21 @@ class SuiteDataset:
         trees: a shipped tree or forest over its classes (per-level profile), or None for a flat
             class list.
         samples: images evaluated per split (the first ones; a cap, as FARE's protocol uses).
+        root: where the dataset's files are (None: the evaluation's ``data_root``).
+        name: what reports call it (default: ``dataset``; two image folders need two names).
     """
 
     dataset: str
     templates: tuple[str, ...] = ("a photo of a {}.",)
     trees: str | None = None
     samples: int = 500
+    root: str | None = None
+    name: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The dataset's name in reports and metrics."""
+        return self.name or self.dataset
 
 
 @dataclass(frozen=True)
@@ -94,21 +106,108 @@ SUITES: dict[str, Suite] = {
 }
 
 
+#: Suffixes of a suite file.
+SUITE_SUFFIXES = (".yaml", ".yml")
+_SUITE_KEYS = ("name", "description", "eps", "headline_eps", "steps", "datasets")
+_DATASET_KEYS = ("dataset", "name", "root", "templates", "trees", "samples")
+
+
 def get_suite(name: str) -> Suite:
-    if name not in SUITES:
-        raise must("suite", f"one of {', '.join(map(repr, SUITES))}", name)
-    return SUITES[name]
+    """A shipped suite by name, or the suite of a YAML file (:func:`load_suite`)."""
+    if name in SUITES:
+        return SUITES[name]
+    if Path(name).suffix.lower() in SUITE_SUFFIXES and is_file(expanded(name)):
+        return load_suite(expanded(name))
+    raise must("suite", f"one of {', '.join(map(repr, SUITES))} or a suite YAML file", name)
 
 
-def suite_forest(entry: SuiteDataset):
-    """The forest a suite dataset is classified with: its trees, or one flat class list."""
+def load_suite(path: str | Path) -> Suite:
+    """A suite written in YAML: the datasets a user has on disk, with their roots.
+
+    ``datasets`` lists ``{dataset, name, root, templates, trees, samples}`` (only ``dataset`` is
+    required; ``root`` defaults to the job's ``data.root``; ``name``, what reports call it, to
+    the dataset's name, or an image folder's folder name); ``eps`` are the PGD radii (default
+    1/255, 2/255, 4/255), ``headline_eps`` the one reported as ``robust`` (default the middle
+    one), ``steps`` the PGD steps (default 10); ``name`` defaults to the file's stem.
+    """
+    from trainables.data.class_lists import DATASETS
+
+    path = Path(path)
+    where = f"suite {path}"
+    spec = read_yaml(path)
+    if not isinstance(spec, dict):
+        raise must(where, "a mapping with `datasets`", type(spec).__name__)
+    unknown = sorted(set(spec) - set(_SUITE_KEYS))
+    if unknown:
+        raise must(f"{where}: {unknown[0]}", f"one of the keys {list(_SUITE_KEYS)}", unknown[0])
+    entries = spec.get("datasets")
+    if not isinstance(entries, list) or not entries:
+        raise must(f"{where}: datasets", "a non-empty list", entries)
+    datasets = []
+    for number, entry in enumerate(entries):
+        field = f"{where}: datasets[{number}]"
+        entry = {"dataset": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or entry.get("dataset") not in DATASETS:
+            raise must(f"{field}.dataset", f"one of {list(DATASETS)}", entry)
+        unknown = sorted(set(entry) - set(_DATASET_KEYS))
+        if unknown:
+            raise must(f"{field}", f"made of the keys {list(_DATASET_KEYS)}", unknown[0])
+        templates = entry.get("templates", ["a photo of a {}."])
+        if (
+            not isinstance(templates, list)
+            or not templates
+            or not all(isinstance(text, str) and "{}" in text for text in templates)
+        ):
+            raise must(f"{field}.templates", "a list of texts with a {} placeholder", templates)
+        samples = entry.get("samples", 500)
+        if not is_integer(samples) or samples < 1:
+            raise must(f"{field}.samples", "an integer >= 1", samples)
+        root = None if entry.get("root") is None else str(entry["root"])
+        name = entry.get("name")
+        if name is None and entry["dataset"] == "imagefolder" and root is not None:
+            name = Path(root).name
+        if name is not None and not isinstance(name, str):
+            raise must(f"{field}.name", "a text", name)
+        dataset = SuiteDataset(
+            entry["dataset"], tuple(templates), entry.get("trees"), samples, root, name
+        )
+        if dataset.key in {other.key for other in datasets}:
+            raise must(f"{field}.name", "a name no other dataset of the suite has", dataset.key)
+        datasets.append(dataset)
+    eps = spec.get("eps", [1 / 255, 2 / 255, 4 / 255])
+    if (
+        not isinstance(eps, list)
+        or not eps
+        or not all(is_finite_number(radius) and 0 < radius <= 1 for radius in eps)
+    ):
+        raise must(f"{where}: eps", "a list of radii in (0, 1]", eps)
+    headline = spec.get("headline_eps", eps[len(eps) // 2])
+    if headline not in eps:
+        raise must(f"{where}: headline_eps", f"one of eps {eps}", headline)
+    steps = spec.get("steps", 10)
+    if not is_integer(steps) or steps < 1:
+        raise must(f"{where}: steps", "an integer >= 1", steps)
+    return Suite(
+        name=str(spec.get("name", path.stem)),
+        datasets=tuple(datasets),
+        eps=tuple(float(radius) for radius in eps),
+        headline_eps=float(headline),
+        steps=steps,
+        description=str(spec.get("description", "")),
+    )
+
+
+def suite_forest(entry: SuiteDataset, data_root=None):
+    """The forest a suite dataset is classified with: its trees, or one flat class list
+    (``data_root``: where the dataset is when the entry names no root)."""
     from trainables.data.class_lists import dataset_classes, dataset_labels
     from trainables.hierarchy.shipped import resolve
     from trainables.hierarchy.tree import ClassTree, as_forest
 
-    classes = dataset_classes(entry.dataset)
+    root = entry.root or data_root
+    classes = dataset_classes(entry.dataset, root)
     if entry.trees is None:
-        labels = dict(zip(classes, dataset_labels(entry.dataset), strict=True))
+        labels = dict(zip(classes, dataset_labels(entry.dataset, root), strict=True))
         return as_forest(ClassTree.flat(entry.dataset, classes, labels=labels))
     forest = as_forest(resolve(entry.trees))
     if forest.leaves != classes:
@@ -178,12 +277,12 @@ def evaluate_suite(
     started = time.perf_counter()
     datasets = {}
     for entry in suite.datasets:
-        forest = suite_forest(entry)
+        forest = suite_forest(entry, data_root)
         zero_shot = classifier.with_forest(forest, templates=entry.templates).eval()
         data = load_split(
             entry.dataset,
             split,
-            root=data_root,
+            root=entry.root or data_root,
             image_size=classifier.image_size,
             samples=samples if samples is not None else entry.samples,
         )
@@ -217,7 +316,7 @@ def evaluate_suite(
             result["autoattack"] = autoattack_levels(
                 zero_shot, images, labels, headline, autoattack_steps, seed
             )
-        datasets[entry.dataset] = result
+        datasets[entry.key] = result
     average = {
         key: sum(d[key] for d in datasets.values()) / len(datasets) for key in ("clean", "robust")
     }

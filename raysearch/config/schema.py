@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from trainables.errors import must
 from trainables.names import RULE as FOLDER_NAME_RULE
 from trainables.names import is_folder_name
+from trainables.readers import expanded, is_file
 
 if TYPE_CHECKING:
     from trainables.evaluate import AttackSettings
@@ -71,8 +72,9 @@ class DataSettings:
             split every epoch (what selection reads), the test split once at the end (reported
             as ``test/...``). Default 1000.
         zeroshot_suite: the zero-shot suite evaluated after the last epoch (``zeroshot_clean``,
-            ``zeroshot_robust``, per dataset ``zeroshot/<dataset>/...``); "auto" = the
-            dataset's default (:data:`DEFAULT_SUITES`), null = none.
+            ``zeroshot_robust``, per dataset ``zeroshot/<dataset>/...``): a shipped suite, a
+            suite YAML file (:func:`trainables.suites.load_suite`; readable on every worker),
+            "auto" = the dataset's default (:data:`DEFAULT_SUITES`), or null = none.
         zeroshot_samples: images per suite dataset and split. Default 200.
         zeroshot_every_epoch: evaluate the suite after every epoch, not only the last.
         loader_workers: processes decoding training images for each training worker; null =
@@ -113,14 +115,19 @@ class DataSettings:
             raise must("data.train_size", ">= 1 or null", self.train_size)
         if self.eval_samples < 1:
             raise must("data.eval_samples", ">= 1", self.eval_samples)
-        from trainables.suites import SUITES
+        from trainables.suites import SUITE_SUFFIXES, SUITES, load_suite
 
         if self.zeroshot_suite == "auto":
             object.__setattr__(self, "zeroshot_suite", DEFAULT_SUITES.get(self.dataset))
         if self.zeroshot_suite is not None and self.zeroshot_suite not in SUITES:
-            raise must(
-                "data.zeroshot_suite", f"one of {['auto', *SUITES]} or null", self.zeroshot_suite
-            )
+            suite_file = expanded(self.zeroshot_suite)
+            if suite_file.suffix.lower() not in SUITE_SUFFIXES or not is_file(suite_file):
+                raise must(
+                    "data.zeroshot_suite",
+                    f"one of {['auto', *SUITES]}, a suite YAML file or null",
+                    self.zeroshot_suite,
+                )
+            load_suite(suite_file)  # a mistake in the file surfaces now, not after training
         if self.zeroshot_samples < 1:
             raise must("data.zeroshot_samples", ">= 1", self.zeroshot_samples)
         if self.loader_workers is not None and self.loader_workers < 0:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from tests.image_datasets import write_image_folder
 from trainables.data.class_lists import dataset_classes
 from trainables.errors import UserInputError
 from trainables.hierarchy.shipped import load_shipped
@@ -92,3 +95,72 @@ def test_the_base_model_classifies_the_suite_and_attacks_break_it(base_model):
     # The held-out shapes' per-level profile: every superclass level under its own attack.
     profile = report["datasets"]["embedded-heldout-shapes"]["profile"]
     assert set(profile["superclass_attacks"]["strokes"]) == {1, 2}
+
+
+# -- suites written in YAML: the datasets a user has on disk ---------------------------------
+
+
+def _suite_file(tmp_path, text: str):
+    path = tmp_path / "my-suite.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_suite_file_evaluates_image_folders_at_the_models_size(tmp_path, tiny_clip):
+    first = write_image_folder(tmp_path / "animals", classes=("cat", "dog", "fox"), test=3)
+    second = write_image_folder(tmp_path / "vehicles", classes=("bus", "car"), test=3, seed=1)
+    path = _suite_file(
+        tmp_path,
+        f"""
+description: two folders
+eps: [0.00392156862745098, 0.0156862745]
+steps: 2
+datasets:
+  - {{dataset: imagefolder, root: {first}, templates: ["This is a photo of a {{}}"]}}
+  - {{dataset: imagefolder, root: {second}, samples: 4}}
+""",
+    )
+    suite = get_suite(str(path))
+    assert suite.name == "my-suite" and suite.headline_eps == 0.0156862745
+    assert [entry.root for entry in suite.datasets] == [str(first), str(second)]
+    classifier = ZeroShotClassifier(tiny_clip, load_shipped("embedded")).eval()
+    check_disjoint(suite, classifier.forest)
+    report = evaluate_suite(classifier, suite, split="test", profile=False)
+    assert {name: result["samples"] for name, result in report["datasets"].items()} == {
+        "animals": 9,
+        "vehicles": 4,
+    }
+    assert report["datasets"]["animals"]["templates"] == ["This is a photo of a {}"]
+    assert report["datasets"]["vehicles"]["classes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[1, 2]", "must be a mapping with `datasets`"),
+        ("datasets: []", "datasets` must be a non-empty list"),
+        ("datasets: [nosuch]", "datasets[0].dataset` must be one of"),
+        ("datasets: [cifar10]\nepsilon: [0.1]", "must be one of the keys"),
+        ("datasets: [{dataset: cifar10, path: x}]", "made of the keys"),
+        ("datasets: [{dataset: cifar10, templates: [a photo]}]", "placeholder"),
+        ("datasets: [cifar10]\neps: [0, 0.1]", "eps` must be a list of radii in (0, 1]"),
+        ("datasets: [cifar10]\neps: [0.1]\nheadline_eps: 0.2", "headline_eps` must be one of"),
+        ("datasets: [{dataset: cifar10, samples: 0}]", "samples` must be an integer >= 1"),
+        ("datasets: [cifar10, cifar10]", "datasets[1].name` must be a name no other"),
+    ],
+)
+def test_a_bad_suite_file_is_one_line_naming_the_field(tmp_path, text, expected):
+    path = _suite_file(tmp_path, text)
+    with pytest.raises(UserInputError, match=re.escape(expected)) as error:
+        get_suite(str(path))
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_job_can_name_a_suite_file(tmp_path):
+    from raysearch.config import load_config
+
+    path = _suite_file(tmp_path, "datasets: [cifar10]\n")
+    config = load_config(None, [f"data.zeroshot_suite={path}"])
+    assert config.data.zeroshot_suite == str(path)
+    with pytest.raises(UserInputError, match="`data.zeroshot_suite` must be one of"):
+        load_config(None, [f"data.zeroshot_suite={tmp_path / 'missing.yaml'}"])
