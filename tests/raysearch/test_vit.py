@@ -1,5 +1,6 @@
 """The real-model path on CPU: ViT-B-32 (random weights saved to a local file) fine-tuned for one
-step through Ray Train on an image folder at 224 pixels, then its checkpoint's run read back."""
+step through Ray Train on an image folder at 224 pixels, and evaluated after training on a
+zero-shot suite of two more image folders (a suite file)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def test_vit_b_32_trains_one_step_on_an_image_folder_through_ray_train(
     root = write_image_folder(tmp_path / "images", train=4, test=2, classes=CLASSES)
     tree = tmp_path / "tree.yaml"
     tree.write_text("cat: animal\ndog: animal\ncar: vehicle\n")
+    birds = write_image_folder(tmp_path / "birds", train=2, test=2, classes=("owl", "wren"))
+    boats = write_image_folder(tmp_path / "boats", train=2, test=2, classes=("ferry", "yacht"))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"eps: [0.00392156862745098]\nsteps: 1\ndatasets:\n"
+        f"  - {{dataset: imagefolder, root: {birds}}}\n"
+        f"  - {{dataset: imagefolder, root: {boats}}}\n"
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [
         "method.name=hrz",
@@ -36,7 +45,7 @@ def test_vit_b_32_trains_one_step_on_an_image_folder_through_ray_train(
         f"data.root={root}",
         f"data.trees={tree}",
         "data.eval_samples=4",
-        "data.zeroshot_suite=null",
+        f"data.zeroshot_suite={suite}",
         "data.loader_workers=1",
         "model.name=ViT-B-32",
         f"model.pretrained={vit_weights}",
@@ -61,3 +70,5 @@ def test_vit_b_32_trains_one_step_on_an_image_folder_through_ray_train(
         assert 0.0 <= metrics[name] <= 1.0
     assert run.data.params["model.name"] == "ViT-B-32"
     assert metrics["images_per_second"] > 0
+    for name in ("zeroshot.birds.clean", "zeroshot.boats.robust", "test.zeroshot_clean"):
+        assert 0.0 <= metrics[name] <= 1.0, sorted(metrics)
