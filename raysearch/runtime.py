@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from dataclasses import dataclass
 
 from trainables.errors import UserInputError, must
@@ -30,6 +31,8 @@ DRIVER_CPU_FRACTION = 0.01
 #: Driver slots of a local Ray instance (more than any local search runs at once).
 LOCAL_DRIVER_SLOTS = 64
 LOOPBACK = "127.0.0.1"
+#: Where Ray's State API looks for the dashboard before it searches the machine for a Ray.
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 #: Ray Train's controller checks on its workers every this many seconds (Ray's default: 2):
 #: a job's start-up, every report and its end each wait for such a check.
 TRAIN_POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -111,16 +114,39 @@ def start_local_ray(num_cpus: int, driver_slots: int, **init_options) -> None:
     from raysearch.private_api import turn_off_multi_node
 
     turn_off_multi_node()
-    os.environ.update(train_environment())
-    # The dashboard stays on: Train's placement-group clean-up needs it.
-    ray.init(
+    port = init_options.pop("dashboard_port", None) or free_port()
+    # The dashboard stays on: Train's placement-group clean-up needs it, through the State API.
+    # That API finds "the" Ray of this machine by looking for running ones, and fails where
+    # there are several (another user's, another run's): the clean-up then never runs, the
+    # job's placement group keeps its CPUs, and the next job waits for them forever. Naming
+    # this Ray's dashboard to every process it starts (they inherit the environment) avoids it.
+    environment = {**train_environment(), API_SERVER_VARIABLE: f"http://{LOOPBACK}:{port}"}
+    os.environ.update(environment)
+    context = ray.init(
         num_cpus=num_cpus,
         resources={DRIVER_RESOURCE: driver_slots},
         dashboard_host=LOOPBACK,
+        dashboard_port=port,
         _node_ip_address=LOOPBACK,
-        runtime_env={"env_vars": train_environment()},
+        runtime_env={"env_vars": environment},
         **init_options,
     )
+    if context.dashboard_url and context.dashboard_url != f"{LOOPBACK}:{port}":
+        # Ray moved the dashboard (the port was taken meanwhile): point at where it is.
+        os.environ[API_SERVER_VARIABLE] = f"http://{context.dashboard_url}"
+        log.warning(
+            "Ray's dashboard started on %s, not port %d: processes Ray started before this "
+            "may not find it (placement groups may then outlive their jobs)",
+            context.dashboard_url,
+            port,
+        )
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that no process listens on now."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

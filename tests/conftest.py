@@ -10,7 +10,10 @@ the fixtures they use; ``make test-fast`` (``pytest -m "not slow"``) leaves them
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
+import time
+import warnings
 
 import pytest
 import torch
@@ -81,6 +84,35 @@ def tiny_clip():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return create_architecture(EMBEDDED_ARCH)
+
+
+@pytest.fixture(autouse=True)
+def no_placement_group_outlives_its_test():
+    """A Train job's placement group that outlives the job keeps its CPUs, and the next job
+    that needs them waits forever: after a test, wait for Ray Train to remove them (up to
+    30 s), then remove what is left, with a warning naming the test's leak."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    from ray.util import placement_group_table
+
+    deadline = time.monotonic() + 30
+    left = []
+    while True:
+        left = [pg for pg, info in placement_group_table().items() if info["state"] != "REMOVED"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+        for group in left:
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(group)))
+        warnings.warn(
+            f"removed {len(left)} placement group(s) that outlived the test", stacklevel=1
+        )
 
 
 @pytest.fixture(scope="session")
