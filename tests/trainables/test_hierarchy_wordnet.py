@@ -151,7 +151,7 @@ def test_class_lists():
     assert set(CIFAR100_FINE_TO_COARSE) == set(CIFAR100_CLASSES)
     assert dataset_labels("cifar100")[1] == "aquarium fish"
     assert len(dataset_classes("embedded")) == 20
-    with pytest.raises(UserInputError, match="one of embedded, embedded-world, .*, imagenet1k"):
+    with pytest.raises(UserInputError, match="one of embedded, embedded-world, .*, imagefolder"):
         dataset_classes("mnist")
     assert DATASETS == (
         "embedded",
@@ -163,6 +163,7 @@ def test_class_lists():
         "cifar10",
         "cifar100",
         "imagenet1k",
+        "imagefolder",
     )
     assert dataset_classes("embedded-size") == ("small", "medium", "large")
 
