@@ -71,6 +71,7 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
         forest=forest,
         model_name=config.model.name,
         pretrained=config.model.pretrained,
+        grad_checkpointing=config.model.grad_checkpointing,
         seed=config.seed,
         log_epoch=tracking.EpochLog(tracking_uri, run_id) if run_id is not None else None,
         zeroshot_suite=_suite_for_workers(config.data.zeroshot_suite),

@@ -14,9 +14,12 @@ recipe and its cache are :mod:`trainables.pretrain`'s. This module only chooses 
 
 from __future__ import annotations
 
-from trainables.backbone import EMBEDDED, LoadedClip, load_open_clip, load_weights, pretrained_file
+from torch import nn
 
-__all__ = ["load_clip"]
+from trainables.backbone import EMBEDDED, LoadedClip, load_open_clip, load_weights, pretrained_file
+from trainables.errors import must
+
+__all__ = ["load_clip", "use_grad_checkpointing"]
 
 
 def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip:
@@ -35,3 +38,15 @@ def load_clip(name: str = EMBEDDED, pretrained: str | None = None) -> LoadedClip
     loaded = load_or_pretrain_base().loaded
     path = pretrained_file(name, pretrained)
     return loaded if path is None else load_weights(loaded, path)
+
+
+def use_grad_checkpointing(model: nn.Module, name: str) -> None:
+    """Recompute the image tower's transformer activations in the backward pass instead of
+    keeping them (open_clip's gradient checkpointing): less memory, more compute per step.
+
+    Only transformer image towers support it; ``name`` (the model's) names one that does not.
+    """
+    tower = getattr(getattr(model, "visual", None), "transformer", None)
+    if tower is None or not hasattr(tower, "grad_checkpointing"):
+        raise must("model.grad_checkpointing", "false for a model without a ViT image tower", name)
+    model.set_grad_checkpointing(True)

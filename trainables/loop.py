@@ -61,7 +61,8 @@ class JobSpec:
         eval_samples: test images evaluated (rank 0).
         dataset, data_root, train_size: the data (``trainables.data.registry.load_split``).
         forest: the dataset's class trees (every tree is evaluated; the method picks its own).
-        model_name, pretrained: the base model (``trainables.clip_loader.load_clip``).
+        model_name, pretrained: the base model (``trainables.clip_loader.load_clip``);
+            ``grad_checkpointing`` recomputes its image tower's activations in the backward.
         seed: seeds shuffling, attacks and initialisation.
         log_epoch: called by rank 0 as ``log_epoch(epoch, metrics)`` after each epoch's
             checkpoint is saved (picklable: it travels to the workers; None: no log).
@@ -87,6 +88,7 @@ class JobSpec:
     forest: Forest | None = None  # None: the embedded forest
     model_name: str = "embedded"
     pretrained: str | None = None
+    grad_checkpointing: bool = False
     seed: int = 0
     log_epoch: Callable[[int, dict[str, float]], None] | None = None
     final_profile: bool = True
@@ -190,7 +192,7 @@ def run_in_process(
 
 def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     """The fine-tuning job of ``spec`` on one worker of ``worker.world``."""
-    from trainables.clip_loader import load_clip
+    from trainables.clip_loader import load_clip, use_grad_checkpointing
     from trainables.data.registry import load_split, training_set
     from trainables.hierarchy.shipped import load_shipped
 
@@ -199,6 +201,8 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
 
     forest = spec.forest if spec.forest is not None else load_shipped("embedded")
     loaded = load_clip(spec.model_name, spec.pretrained)
+    if spec.grad_checkpointing:
+        use_grad_checkpointing(loaded.model, spec.model_name)
     size = loaded.image_size
     train = training_set(spec.dataset, root=spec.data_root, image_size=size, seed=spec.seed)
     if spec.train_size is not None:

@@ -528,3 +528,10 @@ def test_an_open_clip_tag_is_not_taken_for_a_file():
     assert pretrained_file("ViT-B-32", "w.safetensors") == Path("w.safetensors")
     assert pretrained_file("embedded", "weights") == Path("weights")
     assert pretrained_file("embedded", None) is None
+
+
+def test_gradient_checkpointing_is_for_vit_models():
+    config = load_config(None, ["model.name=ViT-B-32", "model.grad_checkpointing=true"])
+    assert config.model.grad_checkpointing is True
+    with pytest.raises(UserInputError, match="`model.grad_checkpointing` must be false for the"):
+        load_config(None, ["model.grad_checkpointing=true"])

@@ -61,3 +61,57 @@ def test_model_configs_follow_open_clip_factory(tiny_clip):
     with torch.no_grad():
         features = tiny_clip.model.encode_image(torch.rand(2, 3, 32, 32))
     assert features.shape == (2, 64)
+
+
+TINY_VIT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+def _tiny_vit(tmp_path):
+    import json
+
+    import open_clip
+
+    if "RS-TinyViT-Test" not in open_clip.list_models():
+        (tmp_path / "RS-TinyViT-Test.json").write_text(json.dumps(TINY_VIT))
+        open_clip.add_model_config(tmp_path / "RS-TinyViT-Test.json")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return create_architecture("RS-TinyViT-Test")
+
+
+def test_gradient_checkpointing_trains_exactly_as_without_it(tmp_path):
+    import copy
+
+    from trainables.clip_loader import use_grad_checkpointing
+    from trainables.hierarchy.shipped import load_shipped
+    from trainables.methods import build_method, method_settings
+    from trainables.training import OptimSettings, build_optimizer, training_step
+
+    loaded = _tiny_vit(tmp_path)
+    images, labels = torch.rand(6, 3, 32, 32), torch.arange(6) % 20
+    losses, weights = [], []
+    for checkpointed in (False, True):
+        twin = copy.deepcopy(loaded)
+        if checkpointed:
+            use_grad_checkpointing(twin.model, "RS-TinyViT-Test")
+            assert twin.model.visual.transformer.grad_checkpointing
+        method = build_method(
+            method_settings("hrz-forest"), twin, load_shipped("embedded"), calibration_images=images
+        )
+        optimizer = build_optimizer(method.parameters(), OptimSettings(lr=1e-3))
+        losses.append(training_step(method, method.classifier, optimizer, images, labels)["loss"])
+        weights.append(twin.model.visual.conv1.weight.detach().clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(weights[0], loaded.model.visual.conv1.weight)  # it did train
+
+
+def test_gradient_checkpointing_needs_a_vit_image_tower(tiny_clip):
+    from trainables.clip_loader import use_grad_checkpointing
+
+    with pytest.raises(UserInputError, match="`model.grad_checkpointing` must be false"):
+        use_grad_checkpointing(tiny_clip.model, EMBEDDED_ARCH)
