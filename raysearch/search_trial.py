@@ -4,7 +4,6 @@ runs it as a Ray Train job (:func:`raysearch.train.run_job`), tracked as a child
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -13,7 +12,7 @@ from raysearch import tracking
 from raysearch.config import validate_with_data
 from raysearch.search_state import FINISHED_KEY, NUMBER_KEY, OVERRIDES_KEY, trial_job_name
 from raysearch.spaces import SearchSpace
-from raysearch.train import run_job
+from raysearch.train import absolute_local_path, run_job
 from trainables.numbers import is_finite_number
 from trainables.suites import SUITES
 
@@ -36,11 +35,11 @@ def driver_resolved_settings(space: SearchSpace) -> dict[str, Any]:
     runs in a Ray worker whose working directory is not the one ``raysearch`` ran in."""
     base = space.base
     pinned: dict[str, Any] = {"mlflow.tracking_uri": base.mlflow.resolved_tracking_uri()}
-    if base.data.root is not None and "://" not in base.data.root:
-        pinned["data.root"] = str(Path(base.data.root).expanduser().resolve())
+    if base.data.root is not None:
+        pinned["data.root"] = absolute_local_path(base.data.root)
     suite = base.data.zeroshot_suite
     if suite is not None and suite not in SUITES:  # a suite file
-        pinned["data.zeroshot_suite"] = str(Path(suite).expanduser().resolve())
+        pinned["data.zeroshot_suite"] = absolute_local_path(suite)
     return pinned
 
 

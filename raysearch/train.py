@@ -42,9 +42,10 @@ class JobResult:
     profile: dict | None = None
 
 
-def _absolute(root: str | None) -> str | None:
-    """A local data root as an absolute path: Ray Train runs each worker in a folder of its own,
-    where a path relative to where ``raysearch`` ran would name nothing."""
+def absolute_local_path(root: str | None) -> str | None:
+    """A local path (a data root, a suite file) as an absolute one; a URI or None as given. Ray
+    runs workers and trials in folders of their own, where a path relative to where
+    ``raysearch`` ran would name nothing."""
     if root is None or "://" in root:
         return root
     return str(Path(root).expanduser().resolve())
@@ -54,7 +55,7 @@ def _suite_for_workers(suite: str | None) -> str | None:
     """A suite file as an absolute path (the workers' working folder is not this one)."""
     from trainables.suites import SUITES
 
-    return suite if suite is None or suite in SUITES else _absolute(suite)
+    return suite if suite is None or suite in SUITES else absolute_local_path(suite)
 
 
 def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_id: str | None):
@@ -66,7 +67,7 @@ def job_spec(config: ExperimentConfig, forest, *, tracking_uri: str | None, run_
         evaluation=config.evaluation,
         eval_samples=config.data.eval_samples,
         dataset=config.data.dataset,
-        data_root=_absolute(config.data.root),
+        data_root=absolute_local_path(config.data.root),
         train_size=config.data.train_size,
         forest=forest,
         model_name=config.model.name,

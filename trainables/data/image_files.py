@@ -27,6 +27,7 @@ import functools
 import logging
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +239,7 @@ def transform_image(image, size: int, rng: np.random.Generator | None = None) ->
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
-class TransformedImages(torch.utils.data.Dataset):
+class TransformedImages(torch.utils.data.Dataset, ABC):
     """Images decoded or resized on access, as ``(uint8 [3, S, S], label)``.
 
     ``train=True`` applies the training augmentation, seeded by ``(seed, epoch, index)``; call
@@ -256,9 +257,9 @@ class TransformedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @abstractmethod
     def image(self, item: int):
         """Item ``item``'s RGB PIL image, before the transform."""
-        raise NotImplementedError
 
     def _readable_image(self, item: int, tries: int = 10):
         """``(image, item)``: item ``item``'s image, or (a damaged file must not end a training
