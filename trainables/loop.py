@@ -141,6 +141,8 @@ def _zeroshot_metrics(classifier, spec: JobSpec, split: str, folder: str) -> dic
         steps=spec.evaluation.steps,
         profile=False,
         seed=spec.seed,
+        data_root=spec.data_root,
+        fine_tuned_on=spec.dataset,
     )
     Path(folder, f"zeroshot-{split}.json").write_text(json.dumps(report, indent=2))
     return summary_metrics(report)

@@ -16,6 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainables.data.benchmark_prompts import (
+    TECOA_TEMPLATES,
+    benchmark_templates,
+    has_benchmark_templates,
+)
 from trainables.errors import must
 from trainables.evaluate import (
     AttackSettings,
@@ -106,9 +111,32 @@ SUITES: dict[str, Suite] = {
 }
 
 
+#: The datasets of the TeCoA evaluation line (TeCoA, PMG-AFT, TGA-ZSR and the paper), in the
+#: order its tables use: ImageNet (in-distribution when fine-tuning on it), TinyImageNet and the
+#: 14 zero-shot datasets.
+TECOA16: tuple[str, ...] = (
+    "imagenet1k", "tinyimagenet", "cifar10", "cifar100", "stl10", "sun397", "food101", "pets",
+    "flowers", "dtd", "eurosat", "fgvc_aircraft", "caltech101", "caltech256", "cars", "pcam",
+)  # fmt: skip
+
+SUITES["tecoa16"] = Suite(
+    name="tecoa16",
+    datasets=tuple(SuiteDataset(name, TECOA_TEMPLATES, samples=1000) for name in TECOA16),
+    eps=(1 / 255, 2 / 255, 4 / 255),
+    headline_eps=1 / 255,
+    description=(
+        "the 16 datasets of the TeCoA line, its single template, 1,000 images each; files "
+        "under data.root (README, Datasets on disk)"
+    ),
+)
+
+#: Named template sets a suite file may give instead of a list: the TeCoA line's single
+#: template, or clip_benchmark's templates of each dataset (the FARE line).
+TEMPLATE_SETS = ("tecoa", "clip_benchmark")
+
 #: Suffixes of a suite file.
 SUITE_SUFFIXES = (".yaml", ".yml")
-_SUITE_KEYS = ("name", "description", "eps", "headline_eps", "steps", "datasets")
+_SUITE_KEYS = ("name", "description", "eps", "headline_eps", "steps", "templates", "datasets")
 _DATASET_KEYS = ("dataset", "name", "root", "templates", "trees", "samples")
 
 
@@ -140,6 +168,7 @@ def load_suite(path: str | Path) -> Suite:
     unknown = sorted(set(spec) - set(_SUITE_KEYS))
     if unknown:
         raise must(f"{where}: {unknown[0]}", f"one of the keys {list(_SUITE_KEYS)}", unknown[0])
+    default_templates = spec.get("templates", ["a photo of a {}."])
     entries = spec.get("datasets")
     if not isinstance(entries, list) or not entries:
         raise must(f"{where}: datasets", "a non-empty list", entries)
@@ -152,13 +181,9 @@ def load_suite(path: str | Path) -> Suite:
         unknown = sorted(set(entry) - set(_DATASET_KEYS))
         if unknown:
             raise must(f"{field}", f"made of the keys {list(_DATASET_KEYS)}", unknown[0])
-        templates = entry.get("templates", ["a photo of a {}."])
-        if (
-            not isinstance(templates, list)
-            or not templates
-            or not all(isinstance(text, str) and "{}" in text for text in templates)
-        ):
-            raise must(f"{field}.templates", "a list of texts with a {} placeholder", templates)
+        templates = _templates(
+            entry.get("templates", default_templates), entry["dataset"], f"{field}.templates"
+        )
         samples = entry.get("samples", 500)
         if not is_integer(samples) or samples < 1:
             raise must(f"{field}.samples", "an integer >= 1", samples)
@@ -168,9 +193,7 @@ def load_suite(path: str | Path) -> Suite:
             name = Path(root).name
         if name is not None and not isinstance(name, str):
             raise must(f"{field}.name", "a text", name)
-        dataset = SuiteDataset(
-            entry["dataset"], tuple(templates), entry.get("trees"), samples, root, name
-        )
+        dataset = SuiteDataset(entry["dataset"], templates, entry.get("trees"), samples, root, name)
         if dataset.key in {other.key for other in datasets}:
             raise must(f"{field}.name", "a name no other dataset of the suite has", dataset.key)
         datasets.append(dataset)
@@ -195,6 +218,27 @@ def load_suite(path: str | Path) -> Suite:
         steps=steps,
         description=str(spec.get("description", "")),
     )
+
+
+def _templates(value, dataset: str, field: str) -> tuple[str, ...]:
+    """A dataset's templates: a list of texts with a ``{}``, or a name of :data:`TEMPLATE_SETS`."""
+    if value == "tecoa":
+        return TECOA_TEMPLATES
+    if value == "clip_benchmark":
+        if not has_benchmark_templates(dataset):
+            raise must(
+                field, f"a list of texts (clip_benchmark has no templates for {dataset})", value
+            )
+        return benchmark_templates(dataset)
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(text, str) and "{}" in text for text in value)
+    ):
+        raise must(
+            field, f"one of {list(TEMPLATE_SETS)} or a list of texts with a {{}} placeholder", value
+        )
+    return tuple(value)
 
 
 def suite_forest(entry: SuiteDataset, data_root=None):
@@ -228,9 +272,20 @@ def class_names(forest) -> set[str]:
 
 
 def check_disjoint(suite: Suite, fine_tuning_forest) -> None:
-    """Refuse a suite that shares a class (at any level) with the fine-tuning forest."""
+    """Refuse a suite whose embedded datasets share a class (at any level) with the fine-tuning
+    forest.
+
+    Only the embedded datasets are built to hold classes fine-tuning never sees. A suite of real
+    datasets follows its protocol, whose datasets overlap by design (ImageNet is one of TeCoA's
+    16, CIFAR-10's dogs are ImageNet dogs): its reports mark the fine-tuning dataset as
+    in-distribution instead (:func:`evaluate_suite`'s ``fine_tuned_on``).
+    """
+    from trainables.data.embedded_spec import RECIPES
+
     seen = class_names(fine_tuning_forest)
     for entry in suite.datasets:
+        if entry.dataset not in RECIPES:
+            continue
         shared = sorted(class_names(suite_forest(entry)) & seen)
         if shared:
             raise must(
@@ -238,6 +293,14 @@ def check_disjoint(suite: Suite, fine_tuning_forest) -> None:
                 "datasets whose classes fine-tuning never sees",
                 f"{entry.dataset} shares {shared}",
             )
+
+
+def _mean(results: list[dict], key: str) -> float:
+    """The mean of one headline number over dataset results (AutoAttack's at the leaf)."""
+    values = [
+        result["autoattack"]["leaf"] if key == "autoattack" else result[key] for result in results
+    ]
+    return sum(values) / len(values)
 
 
 def evaluate_suite(
@@ -253,6 +316,7 @@ def evaluate_suite(
     autoattack_steps: int = 100,
     seed: int = 0,
     data_root=None,
+    fine_tuned_on: str | None = None,
 ) -> dict:
     """Clean and robust zero-shot accuracy of ``classifier``'s model on every suite dataset.
 
@@ -265,6 +329,9 @@ def evaluate_suite(
     level. ``average`` is the unweighted mean over datasets. Settings sit beside the numbers.
 
     ``split`` is "val" for anything that selects (objectives, promotion) and "test" for reports.
+    A dataset named ``fine_tuned_on`` (the fine-tuning dataset) is marked ``in_distribution``
+    and left out of ``average``, the zero-shot mean; ``average_all`` then includes it (the mean
+    of the TeCoA line's tables).
     """
     from trainables.data.registry import load_split
 
@@ -300,6 +367,7 @@ def evaluate_suite(
             "chance": 1 / len(forest.leaves),
             "samples": int(len(labels)),
             "templates": list(entry.templates),
+            "in_distribution": entry.dataset == fine_tuned_on,
             "clean": levels[tree][0],
             "robust": curve[format_eps(headline)],
             "pgd": curve,
@@ -317,13 +385,13 @@ def evaluate_suite(
                 zero_shot, images, labels, headline, autoattack_steps, seed
             )
         datasets[entry.key] = result
-    average = {
-        key: sum(d[key] for d in datasets.values()) / len(datasets) for key in ("clean", "robust")
-    }
-    if autoattack:
-        average["autoattack"] = sum(d["autoattack"]["leaf"] for d in datasets.values()) / len(
-            datasets
-        )
+    keys = ("clean", "robust", "autoattack") if autoattack else ("clean", "robust")
+    results = list(datasets.values())
+    zero_shot = [result for result in results if not result["in_distribution"]] or results
+    average = {key: _mean(zero_shot, key) for key in keys}
+    extra = {}
+    if len(zero_shot) < len(results):
+        extra["average_all"] = {key: _mean(results, key) for key in keys}
     return {
         "suite": suite.name,
         "split": split,
@@ -338,6 +406,7 @@ def evaluate_suite(
         },
         "datasets": datasets,
         "average": average,
+        **extra,
         "seconds": round(time.perf_counter() - started, 1),
     }
 

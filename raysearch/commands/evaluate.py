@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             raise must("--data", "left out with --suite (the suite names its datasets)", args.data)
     classifier, dataset, root = _load_model(args.model, args)
     if args.suite is not None:
-        report = _suite_report(classifier, dataset, args)
+        report = _suite_report(classifier, dataset, root, args)
     else:
         report = _dataset_report(classifier, dataset, root, args)
     if args.json:
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _suite_report(classifier, dataset: str, args: argparse.Namespace) -> dict:
+def _suite_report(classifier, dataset: str, root, args: argparse.Namespace) -> dict:
     from trainables.suites import check_disjoint, evaluate_suite, get_suite
 
     suite = get_suite(args.suite)
@@ -141,6 +141,8 @@ def _suite_report(classifier, dataset: str, args: argparse.Namespace) -> dict:
         eps=args.eps,
         steps=args.steps,
         autoattack=args.autoattack,
+        data_root=args.data_root or root,
+        fine_tuned_on=dataset,
     )
     return {"model": args.model, "fine_tuned_on": dataset, **report}
 
@@ -218,24 +220,34 @@ def format_suite(report: dict) -> str:
         f"{'pgd ' + e:>10}" for e in eps
     )
     header += f" {'autoattack':>10}" if aa else ""
+    in_distribution = [n for n, r in report["datasets"].items() if r.get("in_distribution")]
+    scope = (
+        f"{', '.join(in_distribution)} in-distribution (*), the rest zero-shot"
+        if in_distribution
+        else "every dataset below is zero-shot"
+    )
     lines = [
         f"{report['model']} on suite {report['suite']} ({report['split']} split; fine-tuned on "
-        f"{report['fine_tuned_on']}: every class below is zero-shot)",
+        f"{report['fine_tuned_on']}: {scope})",
         header,
     ]
     for name, result in report["datasets"].items():
-        row = f"  {name:<26} {result['classes']:>7} {result['clean']:>6.3f} " + " ".join(
+        shown = f"{name} *" if result.get("in_distribution") else name
+        row = f"  {shown:<26} {result['classes']:>7} {result['clean']:>6.3f} " + " ".join(
             f"{result['pgd'][e]:>10.3f}" for e in eps
         )
         if aa:
             row += f" {result['autoattack']['leaf']:>10.3f}"
         lines.append(row)
-    average = report["average"]
-    row = f"  {'average':<26} {'':>7} {average['clean']:>6.3f} "
-    row += f"{'robust ' + report['settings']['headline_eps']:>10}: {average['robust']:.3f}"
-    if aa:
-        row += f", autoattack {average['autoattack']:.3f}"
-    lines.append(row)
+    averages = [("average" if not in_distribution else "average, zero-shot", report["average"])]
+    if "average_all" in report:
+        averages.append(("average, all", report["average_all"]))
+    for label, average in averages:
+        row = f"  {label:<26} {'':>7} {average['clean']:>6.3f} "
+        row += f"{'robust ' + report['settings']['headline_eps']:>10}: {average['robust']:.3f}"
+        if aa:
+            row += f", autoattack {average['autoattack']:.3f}"
+        lines.append(row)
     for name, result in report["datasets"].items():
         if "profile" in result:
             for tree, levels in result["profile"]["superclass_attacks"].items():

@@ -190,6 +190,9 @@ def test_paper_space_is_the_paper_setting():
         "imagenet1k-wordnet",
         "bf16",
     )
+    # Selected on the zero-shot suite's validation split, evaluated after every epoch for ASHA.
+    assert base.data.zeroshot_suite == "tecoa16" and base.data.zeroshot_every_epoch
+    assert space.metrics == ["zeroshot_robust", "zeroshot_clean"]
 
 
 def test_baselines_follow_the_method_defaults():

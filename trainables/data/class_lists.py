@@ -7,6 +7,12 @@
   alphabetical), plus CIFAR-100's 20 coarse superclasses;
 * ``imagenet1k``: the 1000 WordNet ids in timm's (the standard) order, named by the first name
   of each description (timm is imported only when asked for);
+* ``tinyimagenet``: its 200 WordNet ids (the folders of ``train/``), named by ``words.txt``;
+* the zero-shot suite's other datasets (``stl10``, ``pcam``, and the file layouts of
+  :mod:`trainables.data.suite_layouts`): their class ids as their own files list them (read
+  from ``root``, except STL-10's and PCAM's fixed ones), named by clip_benchmark where it
+  cleans them (:mod:`trainables.data.benchmark_prompts`) and else by their ids made readable
+  (Food-101's and SUN397's ``_`` and ``/`` as spaces, Caltech-256's number prefix dropped);
 * ``imagefolder``: any image folder, its classes the folders of ``train/`` in sorted order.
 
 Class ids are the names used as tree leaves; :func:`dataset_labels` gives display names for
@@ -16,10 +22,15 @@ prompts (underscores as spaces; ImageNet's first names, which may repeat: two "c
 from __future__ import annotations
 
 import functools
+import re
 
+from trainables.data.array_files import ARRAY_LAYOUTS
+from trainables.data.benchmark_prompts import benchmark_classnames
 from trainables.data.embedded_spec import RECIPES
 from trainables.data.embedded_taxonomy import LEAVES as EMBEDDED_CLASSES
-from trainables.errors import must
+from trainables.data.locations import dataset_root, image_folder_root
+from trainables.data.suite_layouts import LAYOUTS
+from trainables.errors import UserInputError, must
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -115,6 +126,10 @@ def _embedded_classes(name: str):
     return lambda: RECIPES[name].classes
 
 
+def _fixed(classes: tuple[str, ...]):
+    return lambda: classes
+
+
 # Every embedded dataset, in the order of its recipes: the fine-tuning one, the pretraining
 # world and the zero-shot suite.
 _CLASSES = {
@@ -122,18 +137,22 @@ _CLASSES = {
     "cifar10": lambda: CIFAR10_CLASSES,
     "cifar100": lambda: CIFAR100_CLASSES,
     "imagenet1k": imagenet1k_classes,
+    **{name: _fixed(layout.classes) for name, layout in ARRAY_LAYOUTS.items()},
 }
 _LABELS = {
     **{name: _embedded_classes(name) for name in RECIPES},
     "cifar10": lambda: _readable(CIFAR10_CLASSES),
     "cifar100": lambda: _readable(CIFAR100_CLASSES),
     "imagenet1k": imagenet1k_names,
+    **{name: _fixed(layout.classes) for name, layout in ARRAY_LAYOUTS.items()},
 }
 
 #: A dataset whose classes are the class folders of its ``root`` (any image folder).
 IMAGE_FOLDER = "imagefolder"
+#: Datasets whose class ids are read from their files under ``root``.
+ON_DISK: tuple[str, ...] = ("tinyimagenet", *LAYOUTS, IMAGE_FOLDER)
 #: Names accepted by :func:`dataset_classes`.
-DATASETS: tuple[str, ...] = (*_CLASSES, IMAGE_FOLDER)
+DATASETS: tuple[str, ...] = (*_CLASSES, *ON_DISK)
 
 
 def _check(name: str) -> str:
@@ -142,25 +161,66 @@ def _check(name: str) -> str:
     return name
 
 
-def _folder_classes(root) -> tuple[str, ...]:
+def _folder_classes(name: str, root) -> tuple[str, ...]:
     from trainables.data.image_files import folder_classes
 
-    if root is None:
+    if root is None and name == IMAGE_FOLDER:
         raise must("data.root", f"the image folder of dataset {IMAGE_FOLDER!r}", None)
-    return folder_classes(root)
+    return folder_classes(image_folder_root(name, root))
+
+
+def _on_disk_classes(name: str, root) -> tuple[str, ...]:
+    from trainables.data.suite_layouts import layout_classes
+
+    if name in LAYOUTS:
+        return layout_classes(name, dataset_root(root))
+    return _folder_classes(name, root)
+
+
+def _tinyimagenet_names(root, wnids: tuple[str, ...]) -> tuple[str, ...]:
+    """The first name of each id in TinyImageNet's ``words.txt`` (its id where none)."""
+    from trainables.readers import read_text
+
+    words = image_folder_root("tinyimagenet", root) / "words.txt"
+    names = {}
+    if words.is_file():
+        for line in read_text(words).splitlines():
+            wnid, _, description = line.partition("\t")
+            names[wnid] = description.split(",")[0].strip()
+    return tuple(names.get(wnid) or wnid for wnid in wnids)
+
+
+def _readable_id(name: str, class_id: str) -> str:
+    if name == "caltech256":  # "063.electric-guitar-101" -> "electric guitar"
+        class_id = re.sub(r"^\d+\.|-101$", "", class_id).replace("-", " ")
+    return class_id.replace("_", " ").replace("/", " ")
+
+
+def _on_disk_labels(name: str, root) -> tuple[str, ...]:
+    classes = _on_disk_classes(name, root)
+    if name == "tinyimagenet":
+        return _tinyimagenet_names(root, classes)
+    cleaned = benchmark_classnames(name)
+    if cleaned is None:
+        return tuple(_readable_id(name, class_id) for class_id in classes)
+    if len(cleaned) != len(classes):
+        raise UserInputError(
+            f"{name}: must have the {len(cleaned)} classes clip_benchmark names, but its files "
+            f"under '{dataset_root(root)}' list {len(classes)}: the copy is incomplete."
+        )
+    return cleaned
 
 
 def dataset_classes(name: str, root=None) -> tuple[str, ...]:
     """Class ids of a dataset in label order (the leaves of its trees); ``root`` is read only
-    for :data:`IMAGE_FOLDER`, whose classes are its folders."""
-    if _check(name) == IMAGE_FOLDER:
-        return _folder_classes(root)
+    for the datasets of :data:`ON_DISK`, whose classes their files list."""
+    if _check(name) in ON_DISK:
+        return _on_disk_classes(name, root)
     return _CLASSES[name]()
 
 
 def dataset_labels(name: str, root=None) -> tuple[str, ...]:
-    """Display names of a dataset's classes, aligned with :func:`dataset_classes` (an image
-    folder's: its folder names, underscores as spaces)."""
-    if _check(name) == IMAGE_FOLDER:
-        return _readable(_folder_classes(root))
+    """Display names of a dataset's classes for prompts, aligned with :func:`dataset_classes`."""
+    if _check(name) in ON_DISK:
+        return _on_disk_labels(name, root)
     return _LABELS[name]()

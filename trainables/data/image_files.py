@@ -131,7 +131,13 @@ def index_split(root: str | Path, split: str) -> FileIndex:
             labels.extend([label] * len(chosen))
     if not files:
         raise _missing(root, f"its {split} split holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    # One fixed order, classes mixed: the first N images of a split are a sample of all of it.
+    return fixed_order(files, labels, classes)
+
+
+def fixed_order(files: Sequence[str], labels: Sequence[int], classes: tuple[str, ...]) -> FileIndex:
+    """The split of ``files`` and their ``labels`` listed in one fixed shuffled order, classes
+    mixed, so that the first ``N`` images of a split are a sample of all of it (the same order
+    for the same input, in every process)."""
     order = np.random.default_rng(0).permutation(len(files))
     return FileIndex(tuple(files[i] for i in order), tuple(labels[i] for i in order), classes)
 

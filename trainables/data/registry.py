@@ -5,17 +5,22 @@ torch dataset) or evaluation (:func:`load_split`, an :class:`ImageSplit` in memo
   the procedurally rendered default, the pretraining world and the zero-shot suite, built on
   first use and cached; splits "train", "val" and "test".
 - ``cifar10`` / ``cifar100``: the torchvision datasets, read from ``root`` with
-  ``download=False``; splits "train", "val" (the last :data:`VAL_SIZE` images of torchvision's
-  training set, held out of "train" so that selection never reads the test set) and "test".
-- ``imagenet1k``: an image folder (``train/<wnid>/``, ``val/<wnid>/``;
-  :mod:`trainables.data.image_files`), the 1000 classes in their standard order; "test" is the
-  official validation set, "val" a few images of every class held out of "train".
+  ``download=False``; "val" is the last :data:`VAL_SIZE` images of torchvision's training set,
+  held out of "train" so that selection never reads the test set.
+- ``imagenet1k`` and ``tinyimagenet``: image folders (``train/<wnid>/``, ``val/``;
+  :mod:`trainables.data.image_files`); "test" is the official validation set, "val" a few
+  images of every class held out of "train".
 - ``imagefolder``: any image folder in that layout (``root`` required), its classes its folders.
+- the rest of the zero-shot suite: ``stl10`` and ``pcam`` (binary arrays,
+  :mod:`trainables.data.array_files`), ``sun397``, ``food101``, ``pets``, ``flowers``, ``dtd``,
+  ``eurosat``, ``fgvc_aircraft``, ``caltech101``, ``caltech256`` and ``cars`` (image files with
+  their annotation files, :mod:`trainables.data.suite_layouts`), all in torchvision's layouts.
 
-Both kinds stay small in memory: the embedded and CIFAR splits are held as uint8 arrays at their
-own size (resized on access when the model wants another), an image folder is an index of files
-decoded on access by the DataLoader's worker processes. :func:`load_split` decodes at most
-:data:`MAX_DECODED` images of an image folder (an evaluation cap).
+Where the files are: :mod:`trainables.data.locations` (one root can hold them all). The embedded
+and CIFAR splits are held as uint8 arrays at their own size (resized on access when the model
+wants another); every other dataset is streamed: an index of its images, decoded on access by
+the DataLoader's worker processes. :func:`load_split` decodes at most :data:`MAX_DECODED` images
+of a streamed dataset (an evaluation cap).
 
 This code never downloads: the files must be fetched beforehand on a machine with internet
 (cluster nodes often have none).
@@ -29,15 +34,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainables.cache import cache_dir
+from trainables.data.array_files import ARRAY_LAYOUTS
 from trainables.data.embedded import load_embedded
 from trainables.data.embedded_spec import RECIPES, EmbeddedSpec, embedded_spec
+from trainables.data.locations import dataset_root, default_root, image_folder_root
 from trainables.data.splits import SPLITS, ImageSplit
+from trainables.data.suite_layouts import LAYOUTS
 from trainables.errors import UserInputError, must
 from trainables.numbers import is_integer
 
 if TYPE_CHECKING:
     import torch
+
+__all__ = [
+    "MAX_DECODED",
+    "VAL_SIZE",
+    "available_datasets",
+    "default_root",
+    "describe_on_disk",
+    "load_split",
+    "training_set",
+]
 
 
 @dataclass(frozen=True)
@@ -51,12 +68,15 @@ _TORCHVISION: dict[str, _TorchvisionSource] = {
     "cifar100": _TorchvisionSource("CIFAR100", "cifar-100-python"),
 }
 _TORCHVISION_SPLITS = ("train", "val", "test")
-#: Image-folder datasets: their class ids, in label order, as on disk.
+#: Image-folder datasets and the layout each reads.
 _IMAGE_FOLDERS: dict[str, str] = {
     "imagenet1k": "ILSVRC2012 (train/<wnid>/, val/<wnid>/)",
+    "tinyimagenet": "TinyImageNet (train/<wnid>/images/, val/images/, val/val_annotations.txt)",
     "imagefolder": "an image folder (train/<class>/, val/<class>/)",
 }
-#: The most images :func:`load_split` decodes from an image folder into memory.
+#: Every dataset read on access rather than held in memory.
+STREAMED: tuple[str, ...] = (*_IMAGE_FOLDERS, *ARRAY_LAYOUTS, *LAYOUTS)
+#: The most images :func:`load_split` decodes from a streamed dataset into memory.
 MAX_DECODED = 50_000
 #: Images of a torchvision training set held out as the validation split.
 VAL_SIZE = 5000
@@ -64,13 +84,7 @@ VAL_SIZE = 5000
 
 def available_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`load_split`."""
-    return (*RECIPES, *_TORCHVISION, *_IMAGE_FOLDERS)
-
-
-def default_root() -> Path:
-    """Where file-based datasets are looked for when no ``root`` is given (an image folder in
-    its own subfolder, named after the dataset)."""
-    return cache_dir("datasets", "torchvision")
+    return (*RECIPES, *_TORCHVISION, *STREAMED)
 
 
 def _quoted(names) -> str:
@@ -101,8 +115,8 @@ def load_split(
         raise must("samples", "a non-negative integer or None", samples)
     if image_size is not None and (not is_integer(image_size) or image_size < 1):
         raise must("image_size", "a positive integer or None", image_size)
-    if name in _IMAGE_FOLDERS:
-        dataset = _image_folder(name, split, root, image_size or 224, train=False, seed=0)
+    if name in STREAMED:
+        dataset = _streamed(name, split, root, image_size or 224, train=False, seed=0)
         count = len(dataset) if samples is None else min(samples, len(dataset))
         if count > MAX_DECODED:
             raise must(
@@ -135,8 +149,8 @@ def training_set(
     seeded by ``seed`` (call ``set_epoch`` before each epoch)."""
     from trainables.data.image_files import InMemoryImages, ResizedImages
 
-    if name in _IMAGE_FOLDERS:
-        return _image_folder(name, "train", root, image_size or 224, train=True, seed=seed)
+    if name in STREAMED:
+        return _streamed(name, "train", root, image_size or 224, train=True, seed=seed)
     data = _in_memory(name, "train", root, spec)
     if image_size is None or image_size == data.images.shape[-1]:
         return InMemoryImages(data.images, data.labels)
@@ -150,29 +164,38 @@ def describe_on_disk(name: str, root: str | Path | None = None) -> dict:
         raise must(
             "dataset", "a dataset read from files (the embedded ones live in the cache)", name
         )
-    from trainables.data.class_lists import dataset_classes
+    from trainables.data.class_lists import dataset_classes, dataset_labels
 
-    if name in _IMAGE_FOLDERS:
-        folder = Path(root).expanduser() if root else default_root() / name
-        splits = {
-            split: _image_folder(name, split, folder, 224, train=False, seed=0) for split in SPLITS
-        }
-        return {
-            "dataset": name,
-            "root": str(folder),
-            "format": _IMAGE_FOLDERS[name],
-            "classes": len(splits["train"].index.classes),
-            "splits": {split: len(dataset) for split, dataset in splits.items()},
-        }
-    folder = Path(root).expanduser() if root else default_root()
-    sizes = {split: len(_in_memory(name, split, folder, None)) for split in _TORCHVISION_SPLITS}
+    if name in STREAMED:
+        splits = {split: _streamed(name, split, root, 224, train=False, seed=0) for split in SPLITS}
+        sizes = {split: len(dataset) for split, dataset in splits.items()}
+    else:
+        sizes = {split: len(_in_memory(name, split, root, None)) for split in _TORCHVISION_SPLITS}
+    dataset_labels(name, root)  # an incomplete class list fails here, not in a job
     return {
         "dataset": name,
-        "root": str(folder),
-        "format": f"torchvision {_TORCHVISION[name].class_name} ({_TORCHVISION[name].folder}/)",
-        "classes": len(dataset_classes(name)),
+        "root": str(_folder(name, root)),
+        "format": _format(name),
+        "classes": len(dataset_classes(name, root)),
         "splits": sizes,
     }
+
+
+def _folder(name: str, root) -> Path:
+    """Where ``name``'s files are: an image folder's own folder, else the root of torchvision's
+    folders."""
+    return image_folder_root(name, root) if name in _IMAGE_FOLDERS else dataset_root(root)
+
+
+def _format(name: str) -> str:
+    if name in _IMAGE_FOLDERS:
+        return _IMAGE_FOLDERS[name]
+    if name in ARRAY_LAYOUTS:
+        return ARRAY_LAYOUTS[name].description
+    if name in LAYOUTS:
+        return LAYOUTS[name].description
+    source = _TORCHVISION[name]
+    return f"torchvision {source.class_name} ({source.folder}/)"
 
 
 def _in_memory(name: str, split: str, root, spec: EmbeddedSpec | None) -> ImageSplit:
@@ -186,16 +209,30 @@ def _in_memory(name: str, split: str, root, spec: EmbeddedSpec | None) -> ImageS
         raise must("dataset", f"one of {_quoted(available_datasets())}", name)
     if split not in _TORCHVISION_SPLITS:
         raise must("split", f"one of {_quoted(_TORCHVISION_SPLITS)} for {name!r}", split)
-    return _load_torchvision(name, split, Path(root).expanduser() if root else default_root())
+    return _load_torchvision(name, split, dataset_root(root))
+
+
+def _streamed(name: str, split: str, root, image_size: int, *, train: bool, seed: int):
+    """Split ``split`` of a streamed dataset, decoded on access."""
+    from trainables.data.array_files import ArrayImages
+    from trainables.data.image_files import ImageFiles
+    from trainables.data.suite_layouts import layout_index
+
+    if name in _IMAGE_FOLDERS:
+        return _image_folder(name, split, root, image_size, train=train, seed=seed)
+    if name in ARRAY_LAYOUTS:
+        return ArrayImages(name, dataset_root(root), split, image_size, train=train, seed=seed)
+    index = layout_index(name, dataset_root(root), split)
+    return ImageFiles(index, image_size, train=train, seed=seed)
 
 
 def _image_folder(name: str, split: str, root, image_size: int, *, train: bool, seed: int):
     from trainables.data.class_lists import dataset_classes
     from trainables.data.image_files import ImageFiles, index_split
 
-    folder = Path(root).expanduser() if root else default_root() / name
+    folder = image_folder_root(name, root)
     index = index_split(folder, split)
-    expected = dataset_classes(name, folder)
+    expected = dataset_classes(name, root)
     if index.classes != expected:
         unknown = sorted(set(index.classes) - set(expected))
         missing = sorted(set(expected) - set(index.classes))
