@@ -86,6 +86,14 @@ def tiny_clip():
         return create_architecture(EMBEDDED_ARCH)
 
 
+@pytest.fixture(scope="session")
+def suite_root(tmp_path_factory):
+    """One folder with tiny copies of the 16 datasets of ``tecoa16`` (written once)."""
+    from tests.suite_datasets import write_suite_root
+
+    return write_suite_root(tmp_path_factory.mktemp("suite-data"))
+
+
 @pytest.fixture(autouse=True)
 def no_placement_group_outlives_its_test():
     """A Train job's placement group that outlives the job keeps its CPUs, and the next job

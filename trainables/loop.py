@@ -202,6 +202,10 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     torch.manual_seed(spec.seed)
 
     forest = spec.forest if spec.forest is not None else load_shipped("embedded")
+    if rank == 0 and spec.zeroshot_suite is not None:  # rank 0 evaluates it
+        from trainables.suites import check_on_disk, get_suite
+
+        check_on_disk(get_suite(spec.zeroshot_suite), spec.data_root)
     loaded = load_clip(spec.model_name, spec.pretrained)
     if spec.grad_checkpointing:
         use_grad_checkpointing(loaded.model, spec.model_name)

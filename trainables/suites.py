@@ -261,6 +261,17 @@ def suite_forest(entry: SuiteDataset, data_root=None):
     return forest
 
 
+def check_on_disk(suite: Suite, data_root=None) -> None:
+    """Fail now, with the one line of what is missing, if a dataset of ``suite`` read from
+    files is not usable under its root (before hours of training, not after)."""
+    from trainables.data.embedded_spec import RECIPES
+    from trainables.data.registry import describe_on_disk
+
+    for entry in suite.datasets:
+        if entry.dataset not in RECIPES:
+            describe_on_disk(entry.dataset, entry.root or data_root)
+
+
 def class_names(forest) -> set[str]:
     """Every class a forest names: its leaves and the nodes of every level of every tree."""
     return {

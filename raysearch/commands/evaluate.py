@@ -129,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _suite_report(classifier, dataset: str, root, args: argparse.Namespace) -> dict:
-    from trainables.suites import check_disjoint, evaluate_suite, get_suite
+    from trainables.suites import check_disjoint, check_on_disk, evaluate_suite, get_suite
 
     suite = get_suite(args.suite)
     check_disjoint(suite, classifier.forest)
+    check_on_disk(suite, args.data_root or root)  # every dataset, before the first is attacked
     report = evaluate_suite(
         classifier,
         suite,

@@ -111,12 +111,26 @@ def test_info_checks_an_image_folder_on_disk(capsys, tmp_path):
     )
 
 
+@pytest.mark.parametrize("dataset", ["stl10", "sun397", "flowers", "caltech101", "tinyimagenet"])
+def test_info_describes_every_suite_format(capsys, suite_root, dataset):
+    info = _run_json(
+        capsys, "data", "info", "--dataset", dataset, "--root", str(suite_root), "--json"
+    )
+    assert info["dataset"] == dataset and info["classes"] >= 2
+    assert all(info["splits"][split] > 0 for split in ("train", "val", "test"))
+    assert main(["data", "info", "--dataset", dataset, "--root", str(suite_root)]) == 0
+    assert f"{dataset}: {info['classes']} classes" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("dataset", "broken", "expected"),
     [
         ("imagenet1k", "empty", "train/<class>/ is missing"),
         ("imagenet1k", "three classes", "must hold the 1000 class folders of imagenet1k"),
         ("cifar10", "empty", "`root` must be a folder holding cifar10"),
+        ("pcam", "empty", "pcam/camelyonpatch_level_2_split_train_x.h5 is missing"),
+        ("food101", "empty", "food-101"),
+        ("cars", "empty", "stanford_cars"),
     ],
 )
 def test_info_names_what_is_missing_on_disk(capsys, tmp_path, dataset, broken, expected):

@@ -164,3 +164,76 @@ def test_a_job_can_name_a_suite_file(tmp_path):
     assert config.data.zeroshot_suite == str(path)
     with pytest.raises(UserInputError, match="`data.zeroshot_suite` must be one of"):
         load_config(None, [f"data.zeroshot_suite={tmp_path / 'missing.yaml'}"])
+
+
+def test_tecoa16_evaluates_all_sixteen_datasets_from_one_root(suite_root, tiny_clip):
+    from trainables.data.benchmark_prompts import TECOA_TEMPLATES
+    from trainables.suites import TECOA16
+
+    suite = get_suite("tecoa16")
+    assert [entry.dataset for entry in suite.datasets] == list(TECOA16)
+    assert {entry.templates for entry in suite.datasets} == {TECOA_TEMPLATES}
+    classifier = ZeroShotClassifier(tiny_clip, load_shipped("embedded")).eval()
+    report = evaluate_suite(
+        classifier,
+        suite,
+        split="val",
+        samples=2,
+        eps=(1 / 255,),
+        steps=1,
+        profile=False,
+        data_root=suite_root,
+        fine_tuned_on="imagenet1k",
+    )
+    results = report["datasets"]
+    assert list(results) == list(TECOA16)
+    assert results["imagenet1k"]["classes"] == 1000 and results["flowers"]["classes"] == 102
+    assert [name for name, r in results.items() if r["in_distribution"]] == ["imagenet1k"]
+    zero_shot = [r["clean"] for name, r in results.items() if name != "imagenet1k"]
+    assert report["average"]["clean"] == pytest.approx(sum(zero_shot) / 15)
+    every = [r["clean"] for r in results.values()]
+    assert report["average_all"]["clean"] == pytest.approx(sum(every) / 16)
+    metrics = summary_metrics(report)
+    assert metrics["zeroshot_clean"] == report["average"]["clean"]
+    assert "zeroshot/pcam/robust" in metrics
+
+
+def test_real_suites_may_hold_the_fine_tuning_dataset(suite_root):
+    # The TeCoA line evaluates ImageNet beside the zero-shot datasets; only the embedded
+    # datasets promise classes fine-tuning never sees.
+    check_disjoint(get_suite("tecoa16"), load_shipped("embedded"))
+
+
+@pytest.mark.parametrize(
+    ("templates", "expected"),
+    [
+        ("tecoa", ("This is a photo of a {}",)),
+        ("clip_benchmark", ("a photo of {}, a type of food.",)),
+        ('["a {} dish."]', ("a {} dish.",)),
+    ],
+)
+def test_a_suite_file_names_a_template_set(tmp_path, templates, expected):
+    path = _suite_file(tmp_path, f"templates: {templates}\ndatasets: [food101, cifar10]\n")
+    suite = get_suite(str(path))
+    assert suite.datasets[0].templates == expected
+    if templates == "clip_benchmark":
+        assert len(suite.datasets[1].templates) == 18  # CIFAR-10's own ensemble
+    override = _suite_file(
+        tmp_path, f"templates: {templates}\ndatasets: [{{dataset: dtd, templates: tecoa}}]\n"
+    )
+    assert get_suite(str(override)).datasets[0].templates == ("This is a photo of a {}",)
+
+
+def test_clip_benchmark_templates_need_a_dataset_it_has_them_for(tmp_path):
+    path = _suite_file(tmp_path, "templates: clip_benchmark\ndatasets: [imagefolder]\n")
+    with pytest.raises(UserInputError, match="clip_benchmark has no templates for imagefolder"):
+        get_suite(str(path))
+
+
+def test_a_suite_is_checked_on_disk_before_anything_runs(suite_root, tmp_path):
+    from trainables.suites import check_on_disk
+
+    check_on_disk(get_suite("tecoa16"), suite_root)  # all 16 there: no error
+    check_on_disk(get_suite("embedded-zeroshot"), tmp_path)  # rendered, never on disk
+    with pytest.raises(UserInputError, match="imagenet1k|imagenet"):
+        check_on_disk(get_suite("tecoa16"), tmp_path)

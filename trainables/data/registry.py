@@ -4,9 +4,9 @@ torch dataset) or evaluation (:func:`load_split`, an :class:`ImageSplit` in memo
 - ``embedded`` and the other embedded datasets (:data:`~trainables.data.embedded_spec.RECIPES`):
   the procedurally rendered default, the pretraining world and the zero-shot suite, built on
   first use and cached; splits "train", "val" and "test".
-- ``cifar10`` / ``cifar100``: the torchvision datasets, read from ``root`` with
-  ``download=False``; "val" is the last :data:`VAL_SIZE` images of torchvision's training set,
-  held out of "train" so that selection never reads the test set.
+- ``cifar10`` / ``cifar100``: torchvision's folders of pickled batches, read without running
+  code from them (:mod:`trainables.data.cifar_files`); "val" is the last :data:`VAL_SIZE`
+  training images, held out of "train" so that selection never reads the test set.
 - ``imagenet1k`` and ``tinyimagenet``: image folders (``train/<wnid>/``, ``val/``;
   :mod:`trainables.data.image_files`); "test" is the official validation set, "val" a few
   images of every class held out of "train".
@@ -31,8 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from trainables.data.array_files import ARRAY_LAYOUTS
 from trainables.data.embedded import load_embedded
@@ -245,18 +243,17 @@ def _image_folder(name: str, split: str, root, image_size: int, *, train: bool, 
 
 
 def _load_torchvision(name: str, split: str, root: Path) -> ImageSplit:
+    # Not torchvision's reader: its pickle.load runs whatever code the files hold.
+    from trainables.data.cifar_files import read_cifar
+    from trainables.data.suite_annotations import MissingFiles
+
     source = _TORCHVISION[name]
     if not (root / source.folder).is_dir():
         raise _missing(name, root)
-    import torchvision.datasets
-
-    dataset_class = getattr(torchvision.datasets, source.class_name)
     try:
-        dataset = dataset_class(str(root), train=split != "test", download=False)
-    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
-        raise _missing(name, root) from error
-    images = np.asarray(dataset.data, dtype=np.uint8)  # [N, 32, 32, 3]
-    labels = np.asarray(dataset.targets, dtype=np.int64)
+        images, labels = read_cifar(name, root, train=split != "test")  # [N, 32, 32, 3], [N]
+    except MissingFiles as error:  # an incomplete copy: which file, then how to fetch it
+        raise UserInputError(f"{error}. {_missing(name, root)}") from None
     if split != "test":
         held_out = min(VAL_SIZE, len(labels) // 10)  # tests build small files in this format
         cut = len(labels) - held_out
