@@ -1,10 +1,10 @@
 """Zero-shot suites: named lists of datasets that fine-tuning never sees, and their evaluation.
 
 A suite plays the role of the paper's 15 zero-shot datasets: fine-tune on one dataset, then
-classify the classes of others with their own prompts, clean and under attack. A suite lists its
-datasets (each with its prompt templates, its trees or none, and a per-dataset sample cap) and
-the attack radii it is scored at. Adding a dataset is one :class:`SuiteDataset` entry; the
-dataset itself comes from the dataset registry (:func:`trainables.data.registry.load_split`).
+classify the classes of others with their own prompts, clean and under attack. What a suite is
+and its YAML files: :mod:`trainables.suite_files`; the shipped ones are :data:`SUITES`. Adding a
+dataset is one :class:`SuiteDataset` entry; the dataset itself comes from the dataset registry
+(:func:`trainables.data.registry.load_split`).
 
 :func:`evaluate_suite` is the one evaluator that ``raysearch evaluate --suite``, training jobs,
 ``raysearch compare`` and search objectives (``zeroshot_clean``, ``zeroshot_robust``) all call.
@@ -13,14 +13,9 @@ dataset itself comes from the dataset registry (:func:`trainables.data.registry.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.data.benchmark_prompts import (
-    TECOA_TEMPLATES,
-    benchmark_templates,
-    has_benchmark_templates,
-)
+from trainables.data.benchmark_prompts import TECOA_TEMPLATES
 from trainables.errors import must
 from trainables.evaluate import (
     AttackSettings,
@@ -30,63 +25,17 @@ from trainables.evaluate import (
     projection_share,
     robustness_profile,
 )
-from trainables.numbers import is_finite_number, is_integer
 from trainables.radii import format_eps
-from trainables.readers import expanded, is_file, read_yaml
+from trainables.readers import expanded, is_file
+from trainables.suite_files import (  # noqa: F401  (also imported from here)
+    SUITE_SUFFIXES,
+    TEMPLATE_SETS,
+    Suite,
+    SuiteDataset,
+    load_suite,
+)
 
 EVAL_SPLITS = ("val", "test")
-
-
-@dataclass(frozen=True)
-class SuiteDataset:
-    """One dataset of a suite.
-
-    Attributes:
-        dataset: a name of the dataset registry.
-        templates: the prompt templates its classes are ensembled over.
-        trees: a shipped tree or forest over its classes (per-level profile), or None for a flat
-            class list.
-        samples: images evaluated per split (the first ones; a cap, as FARE's protocol uses).
-        root: where the dataset's files are (None: the evaluation's ``data_root``).
-        name: what reports call it (default: ``dataset``; two image folders need two names).
-    """
-
-    dataset: str
-    templates: tuple[str, ...] = ("a photo of a {}.",)
-    trees: str | None = None
-    samples: int = 500
-    root: str | None = None
-    name: str | None = None
-
-    @property
-    def key(self) -> str:
-        """The dataset's name in reports and metrics."""
-        return self.name or self.dataset
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A named list of zero-shot datasets and the PGD radii its robust numbers use.
-
-    ``eps`` are the radii of the robust-accuracy curve; ``headline_eps`` (one of them) is the one
-    reported as ``robust`` and averaged into ``zeroshot_robust``.
-    """
-
-    name: str
-    datasets: tuple[SuiteDataset, ...]
-    eps: tuple[float, ...]
-    headline_eps: float
-    steps: int = 10
-    description: str = ""
-    excludes: tuple[str, ...] = field(default=())  # fine-tuning datasets it must not overlap
-
-    def __post_init__(self):
-        if not self.datasets:
-            raise must("datasets", "at least one dataset", "<none>")
-        if self.headline_eps not in self.eps:
-            raise must(
-                "headline_eps", f"one of the suite's eps {list(self.eps)}", self.headline_eps
-            )
 
 
 #: Every suite by name. The embedded one is the zero-shot side of the embedded default: the base
@@ -119,9 +68,20 @@ TECOA16: tuple[str, ...] = (
     "flowers", "dtd", "eurosat", "fgvc_aircraft", "caltech101", "caltech256", "cars", "pcam",
 )  # fmt: skip
 
+#: The shipped WordNet trees of tecoa16's datasets (a per-level profile); the rest are flat
+#: class lists until trees are built for them.
+_TECOA16_TREES = {
+    "imagenet1k": "imagenet1k-wordnet",
+    "cifar10": "cifar10-wordnet",
+    "cifar100": "cifar100-wordnet",
+}
+
 SUITES["tecoa16"] = Suite(
     name="tecoa16",
-    datasets=tuple(SuiteDataset(name, TECOA_TEMPLATES, samples=1000) for name in TECOA16),
+    datasets=tuple(
+        SuiteDataset(name, TECOA_TEMPLATES, trees=_TECOA16_TREES.get(name), samples=1000)
+        for name in TECOA16
+    ),
     eps=(1 / 255, 2 / 255, 4 / 255),
     headline_eps=1 / 255,
     description=(
@@ -129,15 +89,6 @@ SUITES["tecoa16"] = Suite(
         "under data.root (README, Datasets on disk)"
     ),
 )
-
-#: Named template sets a suite file may give instead of a list: the TeCoA line's single
-#: template, or clip_benchmark's templates of each dataset (the FARE line).
-TEMPLATE_SETS = ("tecoa", "clip_benchmark")
-
-#: Suffixes of a suite file.
-SUITE_SUFFIXES = (".yaml", ".yml")
-_SUITE_KEYS = ("name", "description", "eps", "headline_eps", "steps", "templates", "datasets")
-_DATASET_KEYS = ("dataset", "name", "root", "templates", "trees", "samples")
 
 
 def get_suite(name: str) -> Suite:
@@ -147,98 +98,6 @@ def get_suite(name: str) -> Suite:
     if Path(name).suffix.lower() in SUITE_SUFFIXES and is_file(expanded(name)):
         return load_suite(expanded(name))
     raise must("suite", f"one of {', '.join(map(repr, SUITES))} or a suite YAML file", name)
-
-
-def load_suite(path: str | Path) -> Suite:
-    """A suite written in YAML: the datasets a user has on disk, with their roots.
-
-    ``datasets`` lists ``{dataset, name, root, templates, trees, samples}`` (only ``dataset`` is
-    required; ``root`` defaults to the job's ``data.root``; ``name``, what reports call it, to
-    the dataset's name, or an image folder's folder name); ``eps`` are the PGD radii (default
-    1/255, 2/255, 4/255), ``headline_eps`` the one reported as ``robust`` (default the middle
-    one), ``steps`` the PGD steps (default 10); ``name`` defaults to the file's stem.
-    """
-    from trainables.data.class_lists import DATASETS
-
-    path = Path(path)
-    where = f"suite {path}"
-    spec = read_yaml(path)
-    if not isinstance(spec, dict):
-        raise must(where, "a mapping with `datasets`", type(spec).__name__)
-    unknown = sorted(set(spec) - set(_SUITE_KEYS))
-    if unknown:
-        raise must(f"{where}: {unknown[0]}", f"one of the keys {list(_SUITE_KEYS)}", unknown[0])
-    default_templates = spec.get("templates", ["a photo of a {}."])
-    entries = spec.get("datasets")
-    if not isinstance(entries, list) or not entries:
-        raise must(f"{where}: datasets", "a non-empty list", entries)
-    datasets = []
-    for number, entry in enumerate(entries):
-        field = f"{where}: datasets[{number}]"
-        entry = {"dataset": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or entry.get("dataset") not in DATASETS:
-            raise must(f"{field}.dataset", f"one of {list(DATASETS)}", entry)
-        unknown = sorted(set(entry) - set(_DATASET_KEYS))
-        if unknown:
-            raise must(f"{field}", f"made of the keys {list(_DATASET_KEYS)}", unknown[0])
-        templates = _templates(
-            entry.get("templates", default_templates), entry["dataset"], f"{field}.templates"
-        )
-        samples = entry.get("samples", 500)
-        if not is_integer(samples) or samples < 1:
-            raise must(f"{field}.samples", "an integer >= 1", samples)
-        root = None if entry.get("root") is None else str(entry["root"])
-        name = entry.get("name")
-        if name is None and entry["dataset"] == "imagefolder" and root is not None:
-            name = Path(root).name
-        if name is not None and not isinstance(name, str):
-            raise must(f"{field}.name", "a text", name)
-        dataset = SuiteDataset(entry["dataset"], templates, entry.get("trees"), samples, root, name)
-        if dataset.key in {other.key for other in datasets}:
-            raise must(f"{field}.name", "a name no other dataset of the suite has", dataset.key)
-        datasets.append(dataset)
-    eps = spec.get("eps", [1 / 255, 2 / 255, 4 / 255])
-    if (
-        not isinstance(eps, list)
-        or not eps
-        or not all(is_finite_number(radius) and 0 < radius <= 1 for radius in eps)
-    ):
-        raise must(f"{where}: eps", "a list of radii in (0, 1]", eps)
-    headline = spec.get("headline_eps", eps[len(eps) // 2])
-    if headline not in eps:
-        raise must(f"{where}: headline_eps", f"one of eps {eps}", headline)
-    steps = spec.get("steps", 10)
-    if not is_integer(steps) or steps < 1:
-        raise must(f"{where}: steps", "an integer >= 1", steps)
-    return Suite(
-        name=str(spec.get("name", path.stem)),
-        datasets=tuple(datasets),
-        eps=tuple(float(radius) for radius in eps),
-        headline_eps=float(headline),
-        steps=steps,
-        description=str(spec.get("description", "")),
-    )
-
-
-def _templates(value, dataset: str, field: str) -> tuple[str, ...]:
-    """A dataset's templates: a list of texts with a ``{}``, or a name of :data:`TEMPLATE_SETS`."""
-    if value == "tecoa":
-        return TECOA_TEMPLATES
-    if value == "clip_benchmark":
-        if not has_benchmark_templates(dataset):
-            raise must(
-                field, f"a list of texts (clip_benchmark has no templates for {dataset})", value
-            )
-        return benchmark_templates(dataset)
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(text, str) and "{}" in text for text in value)
-    ):
-        raise must(
-            field, f"one of {list(TEMPLATE_SETS)} or a list of texts with a {{}} placeholder", value
-        )
-    return tuple(value)
 
 
 def suite_forest(entry: SuiteDataset, data_root=None):

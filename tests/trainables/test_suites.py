@@ -173,6 +173,12 @@ def test_tecoa16_evaluates_all_sixteen_datasets_from_one_root(suite_root, tiny_c
     suite = get_suite("tecoa16")
     assert [entry.dataset for entry in suite.datasets] == list(TECOA16)
     assert {entry.templates for entry in suite.datasets} == {TECOA_TEMPLATES}
+    trees = {entry.dataset: entry.trees for entry in suite.datasets if entry.trees}
+    assert trees == {
+        "imagenet1k": "imagenet1k-wordnet",
+        "cifar10": "cifar10-wordnet",
+        "cifar100": "cifar100-wordnet",
+    }
     classifier = ZeroShotClassifier(tiny_clip, load_shipped("embedded")).eval()
     report = evaluate_suite(
         classifier,
@@ -188,6 +194,7 @@ def test_tecoa16_evaluates_all_sixteen_datasets_from_one_root(suite_root, tiny_c
     results = report["datasets"]
     assert list(results) == list(TECOA16)
     assert results["imagenet1k"]["classes"] == 1000 and results["flowers"]["classes"] == 102
+    assert len(results["imagenet1k"]["levels"]["imagenet1k-wordnet"]) == 6  # leaf + 5 levels
     assert [name for name, r in results.items() if r["in_distribution"]] == ["imagenet1k"]
     zero_shot = [r["clean"] for name, r in results.items() if name != "imagenet1k"]
     assert report["average"]["clean"] == pytest.approx(sum(zero_shot) / 15)
