@@ -4,6 +4,8 @@ augmentation, and one line for every broken folder."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -229,3 +231,17 @@ def test_class_folders_of_both_layouts_mix(tmp_path):
         path.rename(nested / path.name)
     index = index_split(root, "train")
     assert sorted(set(index.labels)) == [0, 1, 2]
+
+
+def test_a_path_list_gives_back_every_path_and_costs_about_their_bytes():
+    from trainables.data.image_files import PathList
+
+    paths = [f"/data/imagenet/train/n{i % 1000:08d}/n{i:08d}_{i}.JPEG" for i in range(100_000)]
+    paths += ["/data/été/снег.jpg", "/data/bad-\udcff-byte.jpg", ""]  # any name the disk has
+    packed = PathList(paths)
+    assert len(packed) == len(paths) and list(packed) == paths
+    assert packed[-2] == paths[-2] and packed[5:8] == paths[5:8]
+    with pytest.raises(IndexError):
+        packed[len(paths)]
+    text_bytes = sum(len(os.fsencode(path)) for path in paths)
+    assert packed.nbytes <= text_bytes + 8 * len(paths)  # the bytes and one offset per path

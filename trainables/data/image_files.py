@@ -50,13 +50,49 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
-@dataclass(frozen=True)
+class PathList(Sequence[str]):
+    """File paths packed into one byte array and their end offsets.
+
+    ImageNet's 1.28 million paths as Python strings cost ~150 MB per process, and every forked
+    DataLoader process copies the pages it touches (reading a string writes its reference
+    count): packed, they cost their bytes (~80 MB), shared by all.
+    """
+
+    def __init__(self, paths: Sequence[str]):
+        encoded = [os.fsencode(path) for path in paths]
+        self._ends = np.cumsum([len(path) for path in encoded], dtype=np.int64)
+        self._bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self[i] for i in range(*item.indices(len(self)))]
+        item = range(len(self))[item]  # negative indices; IndexError past the end
+        start = int(self._ends[item - 1]) if item else 0
+        return os.fsdecode(self._bytes[start : int(self._ends[item])].tobytes())
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes.nbytes + self._ends.nbytes
+
+
+@dataclass(frozen=True, eq=False)
 class FileIndex:
     """Every image of one split: its files and labels (indices into ``classes``)."""
 
-    files: tuple[str, ...]
-    labels: tuple[int, ...]
+    files: Sequence[str]  # a PathList
+    labels: np.ndarray  # int64, one per file
     classes: tuple[str, ...]
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, FileIndex)
+            and self.classes == other.classes
+            and np.array_equal(self.labels, other.labels)
+            and list(self.files) == list(other.files)
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -139,7 +175,9 @@ def fixed_order(files: Sequence[str], labels: Sequence[int], classes: tuple[str,
     mixed, so that the first ``N`` images of a split are a sample of all of it (the same order
     for the same input, in every process)."""
     order = np.random.default_rng(0).permutation(len(files))
-    return FileIndex(tuple(files[i] for i in order), tuple(labels[i] for i in order), classes)
+    return FileIndex(
+        PathList([files[i] for i in order]), np.asarray(labels, dtype=np.int64)[order], classes
+    )
 
 
 def _test_files(root: Path, classes: tuple[str, ...]) -> tuple[list[str], list[int]]:
@@ -297,7 +335,7 @@ class ImageFiles(TransformedImages):
     image is: :func:`trainables.readers.open_image`)."""
 
     def __init__(self, index: FileIndex, image_size: int, *, train: bool = False, seed: int = 0):
-        labels = torch.tensor(index.labels, dtype=torch.int64)
+        labels = torch.from_numpy(np.asarray(index.labels, dtype=np.int64))
         super().__init__(labels, image_size, train=train, seed=seed)
         self.index = index
 

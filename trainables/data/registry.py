@@ -28,6 +28,7 @@ This code never downloads: the files must be fetched beforehand on a machine wit
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,22 +215,34 @@ def _streamed(name: str, split: str, root, image_size: int, *, train: bool, seed
     """Split ``split`` of a streamed dataset, decoded on access."""
     from trainables.data.array_files import ArrayImages
     from trainables.data.image_files import ImageFiles
-    from trainables.data.suite_layouts import layout_index
 
     if name in _IMAGE_FOLDERS:
         return _image_folder(name, split, root, image_size, train=train, seed=seed)
     if name in ARRAY_LAYOUTS:
         return ArrayImages(name, dataset_root(root), split, image_size, train=train, seed=seed)
-    index = layout_index(name, dataset_root(root), split)
+    index = _file_index(name, dataset_root(root), split)
     return ImageFiles(index, image_size, train=train, seed=seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_index(name: str, folder: Path, split: str):
+    """The index of a split of files, listed once per process: a job's training set and its
+    calibration batch read the same split, and listing ImageNet's 1.28 million files on a
+    network file system takes a while."""
+    from trainables.data.image_files import index_split
+    from trainables.data.suite_layouts import layout_index
+
+    if name in _IMAGE_FOLDERS:
+        return index_split(folder, split)
+    return layout_index(name, folder, split)
 
 
 def _image_folder(name: str, split: str, root, image_size: int, *, train: bool, seed: int):
     from trainables.data.class_lists import dataset_classes
-    from trainables.data.image_files import ImageFiles, index_split
+    from trainables.data.image_files import ImageFiles
 
     folder = image_folder_root(name, root)
-    index = index_split(folder, split)
+    index = _file_index(name, folder, split)
     expected = dataset_classes(name, root)
     if index.classes != expected:
         unknown = sorted(set(index.classes) - set(expected))
