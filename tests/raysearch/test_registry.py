@@ -279,7 +279,7 @@ def test_evaluate_a_suite_on_a_trained_and_on_the_base_model(searched, promoted,
     argv += ["--samples", "16", "--steps", "1", "--plot", str(plot)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "every class below is zero-shot" in out and "average" in out
+    assert "every dataset below is zero-shot" in out and "average" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -317,3 +317,34 @@ def test_predict_and_evaluate_refuse_bad_input_with_one_line(searched, promoted,
     assert err.count("\n") == 0 and "`--model` must be a registered model" in err
     assert main(["evaluate", "--model", "not-a-run-or-folder", *_store(searched)]) == 2
     assert "`--model` must be models:/NAME@ALIAS, a run id" in capsys.readouterr().err
+
+
+def test_the_suite_table_marks_the_fine_tuning_dataset_and_gives_both_means():
+    from raysearch.commands.evaluate import format_suite
+    from trainables.evaluate import AttackSettings
+
+    def result(clean, in_distribution):
+        pgd = {"1/255": clean / 2}
+        return {"classes": 10, "clean": clean, "pgd": pgd, "in_distribution": in_distribution}
+
+    report = {
+        "model": "m",
+        "suite": "tecoa16",
+        "split": "test",
+        "fine_tuned_on": "imagenet1k",
+        "settings": {
+            "eps": ["1/255"],
+            "autoattack": None,
+            "headline_eps": "1/255",
+            "attack": AttackSettings(eps=1 / 255, steps=10).describe(),
+        },
+        "seconds": 3.0,
+        "datasets": {"imagenet1k": result(0.8, True), "cifar10": result(0.6, False)},
+        "average": {"clean": 0.6, "robust": 0.3},
+        "average_all": {"clean": 0.7, "robust": 0.35},
+    }
+    out = format_suite(report)
+    assert "imagenet1k in-distribution (*), the rest zero-shot" in out
+    assert "imagenet1k *" in out
+    assert "average, zero-shot" in out and "0.600" in out
+    assert "average, all" in out and "0.700" in out
