@@ -4,7 +4,10 @@
   the leaves (``--json``: ``{"name", "leaves", "depth", "levels"}`` with the display names of
   levels 1..depth; a list of those for a forest);
 * ``trees validate FILE [--dataset NAME]``: a one-line summary, or the problem and exit code 2;
-* ``trees build table|wordnet|coarse|shipped``: write a tree file (``.json`` or ``.parquet``).
+* ``trees build table|wordnet|coarse|embedding|shipped``: write a tree file (``.json`` or
+  ``.parquet``); ``embedding`` clusters the class names' text embeddings of a model
+  (:mod:`trainables.hierarchy.embedding_trees`), several linkages giving a forest whose trees'
+  disagreement it prints.
 """
 
 from __future__ import annotations
@@ -76,6 +79,36 @@ def register(subparsers) -> None:
     coarse.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
     coarse.add_argument("--force", action="store_true", help="replace OUT if it exists")
     coarse.set_defaults(handler=run_build_coarse)
+
+    embedding = sources.add_parser(
+        "embedding", help="from clustering the class names' text embeddings of a model"
+    )
+    embedding.add_argument("--dataset", required=True, metavar="D", help="whose classes")
+    embedding.add_argument("--root", metavar="DIR", help="where D's files are (read for classes)")
+    embedding.add_argument(
+        "--model", default="embedded", help="open_clip name, or embedded (the default base)"
+    )
+    embedding.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip tag or weights")
+    embedding.add_argument("--depth", type=int, required=True, metavar="L", help="levels")
+    embedding.add_argument(
+        "--linkage",
+        default="ward",
+        metavar="L[,L...]",
+        help="ward, average or complete; several: a forest with one tree each",
+    )
+    embedding.add_argument(
+        "--templates",
+        default="a photo of a {}.",
+        metavar="SET|TEXT",
+        help="tecoa, clip_benchmark (the dataset's) or one template with {}",
+    )
+    embedding.add_argument(
+        "--level-sizes", metavar="N,N", help="nodes per level, finest first (default geometric)"
+    )
+    embedding.add_argument("--name", help="tree name (default: <dataset>-<model>-<linkage>)")
+    embedding.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
+    embedding.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    embedding.set_defaults(handler=run_build_embedding)
 
     shipped = sources.add_parser("shipped", help="rebuild every shipped tree file")
     shipped.add_argument("--out-dir", metavar="DIR", help="default: the package's trees folder")
@@ -272,6 +305,84 @@ def run_build_wordnet(args: argparse.Namespace) -> int:
         wordnet_dir=args.wordnet_dir,
     )
     _written(save(tree, output), tree)
+    return 0
+
+
+def _templates(value: str, dataset: str) -> tuple[str, ...]:
+    from trainables.data.benchmark_prompts import (
+        TECOA_TEMPLATES,
+        benchmark_templates,
+        has_benchmark_templates,
+    )
+
+    if value == "tecoa":
+        return TECOA_TEMPLATES
+    if value == "clip_benchmark":
+        if not has_benchmark_templates(dataset):
+            raise must(
+                "--templates", f"tecoa or a template (none in clip_benchmark for {dataset})", value
+            )
+        return benchmark_templates(dataset)
+    if "{}" not in value:
+        raise must("--templates", "tecoa, clip_benchmark or a template with {}", value)
+    return (value,)
+
+
+def _level_sizes(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise must(
+            "--level-sizes", "integers separated by commas (finest level first)", text
+        ) from None
+
+
+def run_build_embedding(args: argparse.Namespace) -> int:
+    from trainables.class_embeddings import class_text_embeddings
+    from trainables.clip_loader import load_clip
+    from trainables.data.class_lists import DATASETS, dataset_classes, dataset_labels
+    from trainables.hierarchy import Forest, save
+    from trainables.hierarchy.embedding_trees import (
+        LINKAGES,
+        embedding_tree,
+        forest_disagreement,
+        level_sizes_for,
+    )
+
+    output = _check_output(args)
+    if args.dataset not in DATASETS:
+        raise must("--dataset", f"one of {', '.join(DATASETS)}", args.dataset)
+    linkages = args.linkage.split(",")
+    for linkage in linkages:
+        if linkage not in LINKAGES:
+            raise must("--linkage", f"one or more of {', '.join(LINKAGES)}", args.linkage)
+    templates = _templates(args.templates, args.dataset)
+    sizes = _level_sizes(args.level_sizes)
+    leaves = dataset_classes(args.dataset, args.root)
+    names = dataset_labels(args.dataset, args.root)
+    level_sizes_for(len(leaves), args.depth, sizes)  # before minutes of loading a model
+    loaded = load_clip(args.model, args.pretrained)
+    vectors = class_text_embeddings(loaded, names, templates)
+    labels = dict(zip(leaves, names, strict=True))
+    stem = args.name or f"{args.dataset}-{args.model.lower()}"
+    trees = [
+        embedding_tree(
+            stem if len(linkages) == 1 and args.name else f"{stem}-{linkage}",
+            leaves,
+            vectors,
+            depth=args.depth,
+            linkage=linkage,
+            level_sizes=sizes,
+            labels=labels,
+        )
+        for linkage in linkages
+    ]
+    built = trees[0] if len(trees) == 1 else Forest(trees)
+    _written(save(built, output), built)
+    for (first, second), share in forest_disagreement(Forest(trees)).items():
+        print(f"  {first} vs {second}: {share:.1%} of leaf pairs meet at another level")
     return 0
 
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysearch.cli import main
+from trainables.data.class_lists import dataset_classes
 from trainables.data.embedded_taxonomy import LEAVES, TREES
 from trainables.hierarchy import ClassTree, load, load_shipped
 from trainables.hierarchy import wordnet as wn_module
@@ -262,3 +263,51 @@ def test_mistakes_exit_2_with_one_line(capsys, tmp_path, argv, fragment):
     assert "Traceback" not in err
     assert fragment in err, err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_build_embedding_trees_gives_a_forest_and_how_much_its_trees_differ(capsys, tmp_path):
+    # A randomly initialised open_clip model: trees of no meaning, built by the real path.
+    out_path = tmp_path / "cifar100-forest.json"
+    code, out, err = run(
+        capsys,
+        *("trees", "build", "embedding", "--dataset", "cifar100", "--model", "ViT-B-32"),
+        *("--depth", "2", "--linkage", "ward,average", "--templates", "tecoa"),
+        *("-o", str(out_path)),
+    )
+    assert (code, err) == (0, ""), err
+    forest = load(out_path)
+    assert forest.names == ("cifar100-vit-b-32-ward", "cifar100-vit-b-32-average")
+    for tree in forest:
+        assert tree.leaves == dataset_classes("cifar100") and tree.level_sizes == (100, 22, 5)
+        assert all(name.startswith("kind of ") for name in tree.level_names(2))
+    assert "cifar100-vit-b-32-ward vs cifar100-vit-b-32-average:" in out
+    assert "of leaf pairs meet at another level" in out
+
+
+def test_build_embedding_tree_with_given_sizes_and_name(capsys, tmp_path):
+    out_path = tmp_path / "t.json"
+    code, out, err = run(
+        capsys,
+        *("trees", "build", "embedding", "--dataset", "cifar10", "--model", "ViT-B-32"),
+        *("--depth", "2", "--level-sizes", "4,2", "--name", "mine", "-o", str(out_path)),
+    )
+    assert (code, err) == (0, ""), err
+    tree = load(out_path)
+    assert tree.name == "mine" and tree.level_sizes == (10, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--linkage", "single"], "`--linkage` must be one or more of ward, average, complete"),
+        (["--level-sizes", "4,x"], "`--level-sizes` must be integers separated by commas"),
+        (["--level-sizes", "2,4"], "`level_sizes` must be 2 strictly decreasing"),
+        (["--templates", "no placeholder"], "`--templates` must be tecoa, clip_benchmark"),
+        (["--depth", "9"], "`depth` must be an integer from 1 to 8"),
+    ],
+)
+def test_bad_embedding_tree_settings_are_one_line(capsys, tmp_path, extra, expected):
+    argv = ["trees", "build", "embedding", "--dataset", "cifar10", "--model", "ViT-B-32"]
+    argv += ["--depth", "2", "-o", str(tmp_path / "t.json"), *extra]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
