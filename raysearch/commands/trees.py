@@ -37,6 +37,17 @@ def register(subparsers) -> None:
     show.add_argument("tree", metavar="NAME_OR_FILE", help="a shipped name, shipped/tree or a file")
     show.add_argument("--tree", dest="select", metavar="T", help="one tree of a forest")
     show.add_argument("--json", action="store_true", help="print the levels as JSON")
+    show.add_argument(
+        "--score",
+        action="store_true",
+        help="how well a model agrees with the tree on --dataset: accuracy at every level, and "
+        "the rank correlation of tree distance with text-embedding distance",
+    )
+    show.add_argument("--dataset", metavar="D", help="with --score: the tree's dataset")
+    show.add_argument("--root", metavar="DIR", help="with --score: where D's files are")
+    show.add_argument("--model", default="embedded", help="with --score: open_clip name")
+    show.add_argument("--pretrained", metavar="TAG|FILE", help="with --score: tag or weights")
+    show.add_argument("--samples", type=int, default=500, help="with --score: val images")
     show.set_defaults(handler=run_show)
 
     validate = actions.add_parser("validate", help="check a tree file")
@@ -184,11 +195,39 @@ def run_show(args: argparse.Namespace) -> int:
         else:
             obj = obj[args.select]
     trees = [obj] if isinstance(obj, ClassTree) else list(obj.trees)
+    if args.score:
+        return _show_scores(obj, args)
     if args.json:
         data = levels_json(obj) if isinstance(obj, ClassTree) else [levels_json(t) for t in trees]
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     print("\n\n".join("\n".join(tree_lines(tree)) for tree in trees))
+    return 0
+
+
+def _show_scores(obj, args: argparse.Namespace) -> int:
+    from trainables.clip_loader import load_clip
+    from trainables.tree_scores import score_trees
+
+    if args.dataset is None:
+        raise must("--dataset", "the dataset whose classes the tree is over (with --score)", None)
+    if args.samples < 1:
+        raise must("--samples", "an integer >= 1", args.samples)
+    loaded = load_clip(args.model, args.pretrained)
+    scores = score_trees(loaded, obj, args.dataset, root=args.root, samples=args.samples)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    for name, score in scores.items():
+        levels = ", ".join(
+            f"level {level} {accuracy:.3f} (chance {score['chance'][level]:.3f})"
+            for level, accuracy in score["levels"].items()
+        )
+        print(f"tree `{name}` on {score['samples']} {args.dataset} val images: {levels}")
+        print(
+            f"  tree distance vs text-embedding distance (Spearman): "
+            f"{score['distance_agreement']:.3f}"
+        )
     return 0
 
 

@@ -311,3 +311,25 @@ def test_bad_embedding_tree_settings_are_one_line(capsys, tmp_path, extra, expec
     argv += ["--depth", "2", "-o", str(tmp_path / "t.json"), *extra]
     code, _, err = run(capsys, *argv)
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_show_score_gives_level_accuracy_and_distance_agreement(capsys, tmp_path):
+    from tests.array_datasets import write_cifar
+
+    write_cifar(tmp_path, "cifar10", per_class=3)
+    argv = ["trees", "show", "cifar10-wordnet", "--score", "--dataset", "cifar10"]
+    argv += ["--root", str(tmp_path), "--model", "ViT-B-32", "--samples", "3"]
+    code, out, err = run(capsys, *argv, "--json")
+    assert (code, err) == (0, ""), err
+    score = json.loads(out)["cifar10-wordnet"]
+    assert set(score["levels"]) == {"0", "1", "2", "3"} and score["samples"] == 3
+    assert all(0 <= accuracy <= 1 for accuracy in score["levels"].values())
+    assert score["chance"]["0"] == 0.1 and -1 <= score["distance_agreement"] <= 1
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "tree `cifar10-wordnet` on 3 cifar10 val images: level 0" in out
+    assert "tree distance vs text-embedding distance (Spearman)" in out
+
+
+def test_show_score_needs_the_dataset(capsys):
+    code, _, err = run(capsys, "trees", "show", "cifar10-wordnet", "--score")
+    assert code == 2 and "`--dataset` must be the dataset whose classes" in err

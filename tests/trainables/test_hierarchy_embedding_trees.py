@@ -132,3 +132,13 @@ def test_embeddings_must_match_the_classes():
         embedding_tree("t", ["a", "b", "c", "d"], np.ones((3, 4)), depth=1)
     with pytest.raises(UserInputError, match="finite"):
         embedding_tree("t", ["a", "b", "c", "d"], np.full((4, 4), np.nan), depth=1)
+
+
+def test_distance_agreement_is_high_for_the_planted_tree_and_near_zero_for_noise():
+    from trainables.hierarchy.embedding_trees import distance_agreement
+
+    leaves, vectors, truth = planted()
+    assert distance_agreement(truth, vectors) > 0.6
+    noise = np.random.default_rng(1).normal(size=vectors.shape)
+    assert abs(distance_agreement(truth, noise)) < 0.1
+    assert np.isnan(distance_agreement(ClassTree.flat("flat", leaves), vectors))

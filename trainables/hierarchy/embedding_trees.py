@@ -185,3 +185,20 @@ def forest_disagreement(forest: Forest) -> dict[tuple[str, str], float]:
         for i, a in enumerate(trees)
         for b in trees[i + 1 :]
     }
+
+
+def distance_agreement(tree: ClassTree, embeddings: np.ndarray) -> float:
+    """Spearman's rank correlation, over leaf pairs, between the level at which two leaves meet
+    in ``tree`` and the cosine distance of their embeddings ``[C, dim]``: near 1 when the
+    embeddings keep the classes of a superclass together, near 0 when they ignore the tree."""
+    from scipy.stats import spearmanr
+
+    vectors = np.asarray(embeddings, dtype=np.float64)
+    if vectors.shape[0] != len(tree.leaves):
+        raise must("embeddings", f"one row per leaf ({len(tree.leaves)})", list(vectors.shape))
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    upper = np.triu_indices(len(tree.leaves), k=1)
+    meet = lca_levels(tree)[upper]
+    if np.all(meet == meet[0]):
+        return float("nan")  # a flat tree orders no pair before another
+    return float(spearmanr(meet, 1.0 - (unit @ unit.T)[upper]).statistic)
