@@ -16,8 +16,15 @@ import argparse
 import json
 from pathlib import Path
 
+from raysearch.commands.tree_models import (
+    SHIPPED_EMBEDDING_TREES,
+    embedding_trees,
+    run_build_embedding,
+    show_scores,
+)
+from raysearch.commands.trees_output import check_output, summary, written
 from trainables.errors import UserInputError, must
-from trainables.outputs import check_output_file, check_output_folder
+from trainables.outputs import check_output_folder
 from trainables.readers import is_file, read_text
 
 #: Datasets with a WordNet tree recipe (leaves are WordNet names or ids).
@@ -124,26 +131,15 @@ def register(subparsers) -> None:
     shipped = sources.add_parser("shipped", help="rebuild every shipped tree file")
     shipped.add_argument("--out-dir", metavar="DIR", help="default: the package's trees folder")
     shipped.add_argument("--wordnet-dir", metavar="DIR", help="a WordNet 3.0 database folder")
+    shipped.add_argument(
+        "--without-models",
+        action="store_true",
+        help="skip the trees clustered from a model's embeddings (they load the base model)",
+    )
     shipped.set_defaults(handler=run_build_shipped)
 
 
 # -- descriptions ------------------------------------------------------------------------------
-
-
-def summary(obj) -> str:
-    """One line: name, leaves, depth and level sizes of a tree, or of each tree of a forest."""
-    from trainables.hierarchy import ClassTree
-
-    def sizes(tree) -> str:
-        return "/".join(map(str, tree.level_sizes))
-
-    if isinstance(obj, ClassTree):
-        return (
-            f"tree `{obj.name}`: {len(obj.leaves)} leaves, depth {obj.depth}, "
-            f"level sizes {sizes(obj)}"
-        )
-    trees = ", ".join(f"{tree.name} (depth {tree.depth}, {sizes(tree)})" for tree in obj.trees)
-    return f"forest of {len(obj.trees)} trees over {len(obj.leaves)} leaves: {trees}"
 
 
 def levels_json(tree) -> dict:
@@ -196,38 +192,12 @@ def run_show(args: argparse.Namespace) -> int:
             obj = obj[args.select]
     trees = [obj] if isinstance(obj, ClassTree) else list(obj.trees)
     if args.score:
-        return _show_scores(obj, args)
+        return show_scores(obj, args)
     if args.json:
         data = levels_json(obj) if isinstance(obj, ClassTree) else [levels_json(t) for t in trees]
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     print("\n\n".join("\n".join(tree_lines(tree)) for tree in trees))
-    return 0
-
-
-def _show_scores(obj, args: argparse.Namespace) -> int:
-    from trainables.clip_loader import load_clip
-    from trainables.tree_scores import score_trees
-
-    if args.dataset is None:
-        raise must("--dataset", "the dataset whose classes the tree is over (with --score)", None)
-    if args.samples < 1:
-        raise must("--samples", "an integer >= 1", args.samples)
-    loaded = load_clip(args.model, args.pretrained)
-    scores = score_trees(loaded, obj, args.dataset, root=args.root, samples=args.samples)
-    if args.json:
-        print(json.dumps(scores, indent=2))
-        return 0
-    for name, score in scores.items():
-        levels = ", ".join(
-            f"level {level} {accuracy:.3f} (chance {score['chance'][level]:.3f})"
-            for level, accuracy in score["levels"].items()
-        )
-        print(f"tree `{name}` on {score['samples']} {args.dataset} val images: {levels}")
-        print(
-            f"  tree distance vs text-embedding distance (Spearman): "
-            f"{score['distance_agreement']:.3f}"
-        )
     return 0
 
 
@@ -247,17 +217,6 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _written(path: Path, obj) -> None:
-    print(f"wrote {path}: {summary(obj)}")
-
-
-def _check_output(args: argparse.Namespace) -> Path:
-    path = Path(args.output)
-    if path.suffix.lower() not in (".json", ".parquet"):
-        raise must("--output", "a .json or .parquet file", args.output)
-    return check_output_file(path, "--output", replace=args.force)
-
-
 def _with_dataset_labels(tree, dataset: str):
     """The tree with the dataset's display names on leaves still labelled by their id."""
     from trainables.data.class_lists import dataset_classes, dataset_labels
@@ -274,13 +233,13 @@ def _with_dataset_labels(tree, dataset: str):
 def run_build_table(args: argparse.Namespace) -> int:
     from trainables.hierarchy import ClassTree, load, save
 
-    output = _check_output(args)
+    output = check_output(args)
     tree = load(args.file, leaves=_classes(args.dataset), depth=args.depth, name=args.name)
     if not isinstance(tree, ClassTree):
         raise must("FILE", "a parent table or a single tree (not a forest)", args.file)
     if args.dataset is not None:
         tree = _with_dataset_labels(tree, args.dataset)
-    _written(save(tree, output), tree)
+    written(save(tree, output), tree)
     return 0
 
 
@@ -313,7 +272,7 @@ def run_build_wordnet(args: argparse.Namespace) -> int:
     from trainables.hierarchy import build_wordnet_tree, save
     from trainables.hierarchy.shipped import CIFAR100_SYNSETS, SHIPPED_DEPTHS
 
-    output = _check_output(args)
+    output = check_output(args)
     labels = None
     if args.dataset is not None:
         if args.dataset not in WORDNET_DATASETS:
@@ -343,85 +302,7 @@ def run_build_wordnet(args: argparse.Namespace) -> int:
         labels=labels,
         wordnet_dir=args.wordnet_dir,
     )
-    _written(save(tree, output), tree)
-    return 0
-
-
-def _templates(value: str, dataset: str) -> tuple[str, ...]:
-    from trainables.data.benchmark_prompts import (
-        TECOA_TEMPLATES,
-        benchmark_templates,
-        has_benchmark_templates,
-    )
-
-    if value == "tecoa":
-        return TECOA_TEMPLATES
-    if value == "clip_benchmark":
-        if not has_benchmark_templates(dataset):
-            raise must(
-                "--templates", f"tecoa or a template (none in clip_benchmark for {dataset})", value
-            )
-        return benchmark_templates(dataset)
-    if "{}" not in value:
-        raise must("--templates", "tecoa, clip_benchmark or a template with {}", value)
-    return (value,)
-
-
-def _level_sizes(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise must(
-            "--level-sizes", "integers separated by commas (finest level first)", text
-        ) from None
-
-
-def run_build_embedding(args: argparse.Namespace) -> int:
-    from trainables.class_embeddings import class_text_embeddings
-    from trainables.clip_loader import load_clip
-    from trainables.data.class_lists import DATASETS, dataset_classes, dataset_labels
-    from trainables.hierarchy import Forest, save
-    from trainables.hierarchy.embedding_trees import (
-        LINKAGES,
-        embedding_tree,
-        forest_disagreement,
-        level_sizes_for,
-    )
-
-    output = _check_output(args)
-    if args.dataset not in DATASETS:
-        raise must("--dataset", f"one of {', '.join(DATASETS)}", args.dataset)
-    linkages = args.linkage.split(",")
-    for linkage in linkages:
-        if linkage not in LINKAGES:
-            raise must("--linkage", f"one or more of {', '.join(LINKAGES)}", args.linkage)
-    templates = _templates(args.templates, args.dataset)
-    sizes = _level_sizes(args.level_sizes)
-    leaves = dataset_classes(args.dataset, args.root)
-    names = dataset_labels(args.dataset, args.root)
-    level_sizes_for(len(leaves), args.depth, sizes)  # before minutes of loading a model
-    loaded = load_clip(args.model, args.pretrained)
-    vectors = class_text_embeddings(loaded, names, templates)
-    labels = dict(zip(leaves, names, strict=True))
-    stem = args.name or f"{args.dataset}-{args.model.lower()}"
-    trees = [
-        embedding_tree(
-            stem if len(linkages) == 1 and args.name else f"{stem}-{linkage}",
-            leaves,
-            vectors,
-            depth=args.depth,
-            linkage=linkage,
-            level_sizes=sizes,
-            labels=labels,
-        )
-        for linkage in linkages
-    ]
-    built = trees[0] if len(trees) == 1 else Forest(trees)
-    _written(save(built, output), built)
-    for (first, second), share in forest_disagreement(Forest(trees)).items():
-        print(f"  {first} vs {second}: {share:.1%} of leaf pairs meet at another level")
+    written(save(tree, output), tree)
     return 0
 
 
@@ -429,20 +310,27 @@ def run_build_coarse(args: argparse.Namespace) -> int:
     from trainables.data.class_lists import CIFAR100_CLASSES, CIFAR100_FINE_TO_COARSE
     from trainables.hierarchy import build_coarse_tree, save
 
-    output = _check_output(args)
+    output = check_output(args)
     if args.dataset != "cifar100":
         raise must("--dataset", "cifar100 (the only dataset with coarse labels)", args.dataset)
     tree = build_coarse_tree("cifar100-coarse", CIFAR100_FINE_TO_COARSE, CIFAR100_CLASSES)
-    _written(save(tree, output), tree)
+    written(save(tree, output), tree)
     return 0
 
 
 def run_build_shipped(args: argparse.Namespace) -> int:
-    from trainables.hierarchy import build_shipped, load
+    from trainables.hierarchy import build_shipped, load, save
+    from trainables.hierarchy.shipped import SHIPPED, TREES_DIR, load_shipped
 
     if args.out_dir is not None:
         check_output_folder(args.out_dir, "--out-dir")
-    written = build_shipped(args.out_dir, wordnet_dir=args.wordnet_dir)
-    for path in written.values():
-        _written(path, load(path))
+    paths = build_shipped(args.out_dir, wordnet_dir=args.wordnet_dir)
+    if not args.without_models:
+        out = Path(args.out_dir) if args.out_dir is not None else TREES_DIR
+        for shipped, settings in SHIPPED_EMBEDDING_TREES.items():
+            (tree,) = embedding_trees(**settings)
+            paths[shipped] = save(tree, out / SHIPPED[shipped])
+        load_shipped.cache_clear()
+    for path in paths.values():
+        written(path, load(path))
     return 0

@@ -197,7 +197,14 @@ def test_shipped_imagenet_tree():
     assert tree.level_names(0) == dataset_labels("imagenet1k")
 
 
-@pytest.mark.parametrize("name", list(SHIPPED))
+def test_trees_built_from_a_model_are_not_built_here():
+    from trainables.hierarchy.shipped import MODEL_BUILT
+
+    with pytest.raises(UserInputError, match="a tree built without a model"):
+        build_one(MODEL_BUILT[0])
+
+
+@pytest.mark.parametrize("name", [name for name in SHIPPED if name != "embedded-text"])
 def test_shipped_files_equal_a_fresh_build(wordnet_cache, name):
     if "wordnet" in name and not (DATABASE / "data.noun").is_file():
         pytest.skip("WordNet 3.0 (wordnet-base) is not installed")

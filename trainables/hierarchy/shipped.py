@@ -45,7 +45,11 @@ SHIPPED: dict[str, str] = {
     "cifar100-wordnet": "cifar100-wordnet.json",
     "cifar100-coarse": "cifar100-coarse.json",
     "imagenet1k-wordnet": "imagenet1k-wordnet.json",
+    "embedded-text": "embedded-text.json",
 }
+#: Shipped trees clustered from a model's text embeddings: ``raysearch trees build shipped``
+#: rebuilds them with the model (the command, not this module, loads models).
+MODEL_BUILT: tuple[str, ...] = ("embedded-text",)
 
 #: Depths of the shipped WordNet trees (ImageNet's 5 follows the method).
 SHIPPED_DEPTHS: dict[str, int] = {
@@ -177,8 +181,11 @@ def load_shipped(name: str) -> ClassTree | Forest:
 
 
 def build_one(name: str, *, wordnet_dir: str | Path | None = None) -> ClassTree | Forest:
-    """Build one shipped tree or forest from its source (not from its file)."""
-    return _BUILDERS[_check_shipped(name)](wordnet_dir)
+    """Build one shipped tree or forest from its source (not from its file); the ones of
+    :data:`MODEL_BUILT` are built by ``raysearch trees build shipped``."""
+    if _check_shipped(name) in MODEL_BUILT:
+        raise must("name", "a tree built without a model (see `raysearch trees build`)", name)
+    return _BUILDERS[name](wordnet_dir)
 
 
 def build_shipped(
@@ -187,13 +194,14 @@ def build_shipped(
     names: tuple[str, ...] | None = None,
     wordnet_dir: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Rebuild the shipped files (all, or ``names``) into ``out_dir`` (default :data:`TREES_DIR`).
+    """Rebuild the shipped files (all built without a model, or ``names``) into ``out_dir``
+    (default :data:`TREES_DIR`).
 
     Returns ``{name: written path}``.
     """
     out = Path(out_dir) if out_dir is not None else TREES_DIR
     written = {}
-    for name in names or list_shipped():
+    for name in names or [name for name in list_shipped() if name not in MODEL_BUILT]:
         written[name] = save(build_one(name, wordnet_dir=wordnet_dir), out / SHIPPED[name])
     if out.resolve() == TREES_DIR.resolve():
         load_shipped.cache_clear()
