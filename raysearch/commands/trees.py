@@ -86,6 +86,12 @@ def register(subparsers) -> None:
         help="one WordNet id or name per line, optionally `LEAF = SYNSET`; # starts a comment",
     )
     wordnet.add_argument("--depth", type=int, metavar="L", help="levels kept above the leaves")
+    wordnet.add_argument(
+        "--balanced",
+        action="store_true",
+        help="levels as cuts of balanced sizes, not counted from the root (needs --depth or a "
+        "shipped depth)",
+    )
     wordnet.add_argument("--name", help="tree name")
     wordnet.add_argument("--wordnet-dir", metavar="DIR", help="a WordNet 3.0 database folder")
     wordnet.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
@@ -294,14 +300,20 @@ def run_build_wordnet(args: argparse.Namespace) -> int:
         leaves, overrides = read_ids_file(args.ids)
         name = args.name or Path(args.ids).stem
         depth = args.depth
+    if args.balanced and depth is None:
+        raise must("--depth", "a number of levels with --balanced", None)
     tree = build_wordnet_tree(
         name,
         leaves,
-        depth=depth,
+        depth=None if args.balanced else depth,
         synsets=overrides,
         labels=labels,
         wordnet_dir=args.wordnet_dir,
     )
+    if args.balanced:
+        from trainables.hierarchy.balanced import balanced_tree
+
+        tree = balanced_tree(tree, depth, name=args.name or f"{name}-balanced")
     written(save(tree, output), tree)
     return 0
 

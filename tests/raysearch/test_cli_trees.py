@@ -354,3 +354,25 @@ def test_show_score_gives_level_accuracy_and_distance_agreement(capsys, tmp_path
 def test_show_score_needs_the_dataset(capsys):
     code, _, err = run(capsys, "trees", "show", "cifar10-wordnet", "--score")
     assert code == 2 and "`--dataset` must be the dataset whose classes" in err
+
+
+@needs_wordnet
+def test_build_balanced_wordnet(capsys, tmp_path):
+    out_path = tmp_path / "balanced.json"
+    argv = ("trees", "build", "wordnet", "--dataset", "cifar100", "--balanced", "-o", str(out_path))
+    code, out, err = run(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert load(out_path) == load_shipped("cifar100-wordnet-balanced")
+    assert "cifar100-wordnet-balanced" in out and "100/44/29/13/4" in out
+    code, _, err = run(
+        capsys,
+        "trees",
+        "build",
+        "wordnet",
+        "--ids",
+        str(out_path),
+        "--balanced",
+        "-o",
+        str(tmp_path / "x.json"),
+    )
+    assert code == 2 and "`--depth` must be a number of levels with --balanced" in err

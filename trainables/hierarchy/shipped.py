@@ -10,7 +10,12 @@ Shipped files live in ``trainables/hierarchy/trees/`` and are produced by
   with the overrides in :data:`CIFAR100_SYNSETS` where a name is ambiguous);
 * ``cifar100-coarse``: CIFAR-100's 20 standard superclasses (depth 1);
 * ``imagenet1k-wordnet``: the WordNet tree of ImageNet-1k at depth 5, leaves being the 1000 ids
-  in timm's order, labelled with the first name of each description.
+  in timm's order, labelled with the first name of each description;
+* ``cifar100-wordnet-balanced``, ``imagenet1k-wordnet-balanced``: the same WordNet trees at
+  their full depth, re-levelled so that levels are cuts of balanced sizes rather than counted
+  from the root (:mod:`trainables.hierarchy.balanced`);
+* ``embedded-text``: the embedded classes clustered by the base model's text embeddings
+  (:data:`MODEL_BUILT`: built by the command, which loads the model).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ SHIPPED: dict[str, str] = {
     "cifar100-wordnet": "cifar100-wordnet.json",
     "cifar100-coarse": "cifar100-coarse.json",
     "imagenet1k-wordnet": "imagenet1k-wordnet.json",
+    "cifar100-wordnet-balanced": "cifar100-wordnet-balanced.json",
+    "imagenet1k-wordnet-balanced": "imagenet1k-wordnet-balanced.json",
     "embedded-text": "embedded-text.json",
 }
 #: Shipped trees clustered from a model's text embeddings: ``raysearch trees build shipped``
@@ -56,6 +63,8 @@ SHIPPED_DEPTHS: dict[str, int] = {
     "cifar10-wordnet": 3,
     "cifar100-wordnet": 4,
     "imagenet1k-wordnet": 5,
+    "cifar100-wordnet-balanced": 4,
+    "imagenet1k-wordnet-balanced": 5,
 }
 
 #: WordNet senses of the CIFAR-100 class names whose first noun sense is not the pictured one
@@ -111,7 +120,7 @@ def _embedded_heldout(wordnet_dir: str | Path | None) -> ClassTree:
     return ClassTree.from_parents("strokes", HELD_OUT_TREES["strokes"], leaves=HELD_OUT_SHAPES)
 
 
-def _cifar_wordnet(dataset: str, synsets: dict[str, str]):
+def _cifar_wordnet(dataset: str, synsets: dict[str, str], *, full: bool = False):
     def build(wordnet_dir: str | Path | None) -> ClassTree:
         from trainables.data.class_lists import dataset_classes, dataset_labels
         from trainables.hierarchy.wordnet import build_wordnet_tree
@@ -120,7 +129,7 @@ def _cifar_wordnet(dataset: str, synsets: dict[str, str]):
         return build_wordnet_tree(
             name,
             dataset_classes(dataset),
-            depth=SHIPPED_DEPTHS[name],
+            depth=None if full else SHIPPED_DEPTHS[name],
             synsets=synsets,
             labels=dict(zip(dataset_classes(dataset), dataset_labels(dataset), strict=True)),
             wordnet_dir=wordnet_dir,
@@ -135,17 +144,29 @@ def _cifar100_coarse(wordnet_dir: str | Path | None) -> ClassTree:
     return build_coarse_tree("cifar100-coarse", CIFAR100_FINE_TO_COARSE, CIFAR100_CLASSES)
 
 
-def _imagenet_wordnet(wordnet_dir: str | Path | None) -> ClassTree:
+def _imagenet_wordnet(wordnet_dir: str | Path | None, *, full: bool = False) -> ClassTree:
     from trainables.data.class_lists import imagenet1k_classes, imagenet1k_names
     from trainables.hierarchy.wordnet import build_wordnet_tree
 
     return build_wordnet_tree(
         "imagenet1k-wordnet",
         imagenet1k_classes(),
-        depth=SHIPPED_DEPTHS["imagenet1k-wordnet"],
+        depth=None if full else SHIPPED_DEPTHS["imagenet1k-wordnet"],
         labels=dict(zip(imagenet1k_classes(), imagenet1k_names(), strict=True)),
         wordnet_dir=wordnet_dir,
     )
+
+
+def _balanced(name: str, whole: Callable[[str | Path | None], ClassTree]):
+    """The WordNet tree of ``whole`` at its full depth, re-levelled into balanced levels
+    (:mod:`trainables.hierarchy.balanced`)."""
+
+    def build(wordnet_dir: str | Path | None) -> ClassTree:
+        from trainables.hierarchy.balanced import balanced_tree
+
+        return balanced_tree(whole(wordnet_dir), SHIPPED_DEPTHS[name], name=name)
+
+    return build
 
 
 _BUILDERS: dict[str, Callable[[str | Path | None], ClassTree | Forest]] = {
@@ -155,6 +176,12 @@ _BUILDERS: dict[str, Callable[[str | Path | None], ClassTree | Forest]] = {
     "cifar100-wordnet": _cifar_wordnet("cifar100", CIFAR100_SYNSETS),
     "cifar100-coarse": _cifar100_coarse,
     "imagenet1k-wordnet": _imagenet_wordnet,
+    "cifar100-wordnet-balanced": _balanced(
+        "cifar100-wordnet-balanced", _cifar_wordnet("cifar100", CIFAR100_SYNSETS, full=True)
+    ),
+    "imagenet1k-wordnet-balanced": _balanced(
+        "imagenet1k-wordnet-balanced", functools.partial(_imagenet_wordnet, full=True)
+    ),
 }
 
 
