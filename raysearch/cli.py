@@ -7,6 +7,7 @@ surface as :class:`~trainables.errors.UserInputError`: one line on stderr and ex
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from raysearch import __version__, exit_codes
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"raysearch: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
+    except BrokenPipeError:  # `raysearch trees show ... | head`: the reader has what it wanted
+        # Python flushes stdout again at exit; point it at nothing so that flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_codes.OK
     except KeyboardInterrupt as interrupt:
         from raysearch.stopping import Stopped
 

@@ -376,3 +376,15 @@ def test_build_balanced_wordnet(capsys, tmp_path):
         str(tmp_path / "x.json"),
     )
     assert code == 2 and "`--depth` must be a number of levels with --balanced" in err
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly():
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "raysearch.cli", "trees", "show", "imagenet1k-wordnet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(b"tree `imagenet1k-wordnet`")
+    process.stdout.close()  # as `| head -1` does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
