@@ -66,8 +66,12 @@ def embedding_trees(
     templates: str = "a photo of a {}.",
     level_sizes: str | None = None,
     name: str | None = None,
+    embeddings: str = "text",
+    samples: int = 2000,
 ):
-    """The trees of ``trees build embedding`` (one per linkage of the comma list ``linkage``)."""
+    """The trees of ``trees build embedding`` (one per linkage of the comma list ``linkage``),
+    from the class names' text embeddings or the class means of ``samples`` training images'
+    embeddings."""
     from trainables.class_embeddings import class_text_embeddings
     from trainables.clip_loader import load_clip
     from trainables.data.class_lists import DATASETS, dataset_classes, dataset_labels
@@ -75,6 +79,10 @@ def embedding_trees(
 
     if dataset not in DATASETS:
         raise must("--dataset", f"one of {', '.join(DATASETS)}", dataset)
+    if embeddings not in ("text", "images"):
+        raise must("--embeddings", "text or images", embeddings)
+    if samples < 1:
+        raise must("--samples", "an integer >= 1", samples)
     linkages = linkage.split(",")
     for one in linkages:
         if one not in LINKAGES:
@@ -84,7 +92,17 @@ def embedding_trees(
     leaves = dataset_classes(dataset, root)
     names = dataset_labels(dataset, root)
     level_sizes_for(len(leaves), depth, sizes)  # before minutes of loading a model
-    vectors = class_text_embeddings(load_clip(model, pretrained), names, prompts)
+    loaded = load_clip(model, pretrained)
+    if embeddings == "text":
+        vectors = class_text_embeddings(loaded, names, prompts)
+    else:
+        from trainables.class_embeddings import class_image_embeddings
+        from trainables.data.registry import load_split
+
+        data = load_split(
+            dataset, "train", root=root, image_size=loaded.image_size, samples=samples
+        )
+        vectors = class_image_embeddings(loaded, data.images, data.labels, len(leaves))
     stem = name or f"{dataset}-{model.lower()}"
     return [
         embedding_tree(
@@ -115,6 +133,8 @@ def run_build_embedding(args: argparse.Namespace) -> int:
         templates=args.templates,
         level_sizes=args.level_sizes,
         name=args.name,
+        embeddings=args.embeddings,
+        samples=args.samples,
     )
     built = trees[0] if len(trees) == 1 else Forest(trees)
     written(save(built, output), built)

@@ -129,6 +129,13 @@ def register(subparsers) -> None:
     embedding.add_argument(
         "--level-sizes", metavar="N,N", help="nodes per level, finest first (default geometric)"
     )
+    embedding.add_argument(
+        "--embeddings",
+        default="text",
+        help="text: the class names' prompts; images: each class's mean image embedding over "
+        "--samples training images",
+    )
+    embedding.add_argument("--samples", type=int, default=2000, help="with --embeddings images")
     embedding.add_argument("--name", help="tree name (default: <dataset>-<model>-<linkage>)")
     embedding.add_argument("-o", "--output", required=True, metavar="OUT", help=".json or .parquet")
     embedding.add_argument("--force", action="store_true", help="replace OUT if it exists")

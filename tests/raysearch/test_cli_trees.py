@@ -388,3 +388,20 @@ def test_a_reader_that_stops_early_ends_the_output_quietly():
     process.stdout.close()  # as `| head -1` does
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
+
+
+def test_build_a_tree_from_class_means_of_image_embeddings(capsys, tmp_path):
+    from tests.image_datasets import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", classes=("cat", "dog", "fox", "owl"), train=4)
+    out_path = tmp_path / "pets.json"
+    argv = ["trees", "build", "embedding", "--dataset", "imagefolder", "--root", str(root)]
+    argv += ["--model", "ViT-B-32", "--embeddings", "images", "--samples", "100"]
+    code, out, err = run(capsys, *argv, "--depth", "1", "-o", str(out_path))
+    assert (code, err) == (0, ""), err
+    tree = load(out_path)
+    assert tree.leaves == ("cat", "dog", "fox", "owl") and tree.level_sizes == (4, 2)
+    code, _, err = run(
+        capsys, *argv, "--depth", "1", "-o", str(tmp_path / "few.json"), "--samples", "2"
+    )
+    assert code == 2 and "enough images for every class" in err
