@@ -114,7 +114,7 @@ def load_suite(path: str | Path) -> Suite:
         unknown = sorted(set(entry) - set(_DATASET_KEYS))
         if unknown:
             raise must(f"{field}", f"made of the keys {list(_DATASET_KEYS)}", unknown[0])
-        templates = _templates(
+        templates = resolve_templates(
             entry.get("templates", default_templates), entry["dataset"], f"{field}.templates"
         )
         samples = entry.get("samples", 500)
@@ -153,7 +153,7 @@ def load_suite(path: str | Path) -> Suite:
     )
 
 
-def _templates(value, dataset: str, field: str) -> tuple[str, ...]:
+def resolve_templates(value, dataset: str, field: str) -> tuple[str, ...]:
     """A dataset's templates: a list of texts with a ``{}``, or a name of :data:`TEMPLATE_SETS`."""
     if value == "tecoa":
         return TECOA_TEMPLATES

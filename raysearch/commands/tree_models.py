@@ -12,23 +12,10 @@ from trainables.errors import must
 
 
 def _templates(value: str, dataset: str) -> tuple[str, ...]:
-    from trainables.data.benchmark_prompts import (
-        TECOA_TEMPLATES,
-        benchmark_templates,
-        has_benchmark_templates,
-    )
+    """``--templates``: a template set's name (as in suite files) or one template."""
+    from trainables.suite_files import TEMPLATE_SETS, resolve_templates
 
-    if value == "tecoa":
-        return TECOA_TEMPLATES
-    if value == "clip_benchmark":
-        if not has_benchmark_templates(dataset):
-            raise must(
-                "--templates", f"tecoa or a template (none in clip_benchmark for {dataset})", value
-            )
-        return benchmark_templates(dataset)
-    if "{}" not in value:
-        raise must("--templates", "tecoa, clip_benchmark or a template with {}", value)
-    return (value,)
+    return resolve_templates(value if value in TEMPLATE_SETS else [value], dataset, "--templates")
 
 
 def _level_sizes(text: str | None) -> tuple[int, ...] | None:

@@ -323,7 +323,10 @@ def test_build_embedding_tree_with_given_sizes_and_name(capsys, tmp_path):
         (["--linkage", "single"], "`--linkage` must be one or more of ward, average, complete"),
         (["--level-sizes", "4,x"], "`--level-sizes` must be integers separated by commas"),
         (["--level-sizes", "2,4"], "`level_sizes` must be 2 strictly decreasing"),
-        (["--templates", "no placeholder"], "`--templates` must be tecoa, clip_benchmark"),
+        (
+            ["--templates", "no placeholder"],
+            "`--templates` must be one of ['tecoa', 'clip_benchmark']",
+        ),
         (["--depth", "9"], "`depth` must be an integer from 1 to 8"),
     ],
 )
