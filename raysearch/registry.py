@@ -8,6 +8,11 @@ registers it as a new version of the model with lineage tags (trial run, search 
 hash, code version), and moves the alias to it.
 Promoting the same run again finds its version instead of creating another.
 
+No package index has ``raysearch``, so the model carries the ``raysearch`` and ``trainables``
+code it runs (MLflow's ``code_paths``, put on ``sys.path`` when it loads) and requires only the
+third-party distributions that code imports (:func:`inference_requirements`): a fresh
+environment (``mlflow models serve --env-manager virtualenv``) installs those from an index.
+
 Model names and aliases are checked before anything reaches MLflow (:func:`check_model_name`,
 :func:`check_alias`): a name is what ``models:/NAME@ALIAS`` URIs and registry filter strings
 carry, so it keeps to letters, digits and ``. _ -``.
@@ -15,10 +20,13 @@ carry, so it keeps to letters, digits and ``. _ -``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import re
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +36,20 @@ from trainables.errors import must
 SOURCE_RUN_TAG = "raysearch.trial_run"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
 MODEL_ARTIFACT = "model"
+#: The third-party distributions that loading and predicting import (traced from
+#: pyfunc_entry.py through load_classifier and predict); each brings its own dependencies.
+#: torchvision is open_clip's import, pinned too: a torchvision of another torch fails to load.
+INFERENCE_DISTRIBUTIONS = (
+    "mlflow",
+    "numpy",
+    "open_clip_torch",
+    "pandas",
+    "pillow",
+    "pyyaml",
+    "safetensors",
+    "torch",
+    "torchvision",
+)
 #: Registered model names: a subset of MLflow's (no ``/`` or ``:``, no path tricks) that needs no
 #: quoting in ``models:/NAME@ALIAS`` URIs or filter strings; dots allow ``catalog.schema.model``.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,255}")
@@ -167,6 +189,38 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
+def inference_requirements(distributions: Iterable[str] = INFERENCE_DISTRIBUTIONS) -> list[str]:
+    """``name==version`` for each distribution, at the version installed here.
+
+    The model's own code travels with it (``code_paths``), so its requirements are only what that
+    code imports from an index, pinned: a fresh environment then builds the classifier with the
+    torch and open_clip that trained and tested it, whatever the index holds by then.
+    """
+    return [f"{name}=={importlib.metadata.version(name)}" for name in distributions]
+
+
+def copy_inference_code(folder: Path) -> list[Path]:
+    """Copies of the ``raysearch`` and ``trainables`` packages in ``folder``, for ``code_paths``:
+    without bytecode or tests, and without the class trees ``trainables`` ships (a model reads its
+    forest from its own ``trees.json``)."""
+    import trainables
+    from trainables.hierarchy.shipped import TREES_DIR
+
+    def not_needed(directory: str, names: list[str]) -> set[str]:
+        return {
+            name
+            for name in names
+            if name in ("__pycache__", "tests")
+            or name.endswith(".pyc")
+            or Path(directory, name) == TREES_DIR
+        }
+
+    copies = []
+    for package in (Path(__file__).parent, Path(trainables.__file__).parent):
+        copies.append(Path(shutil.copytree(package, folder / package.name, ignore=not_needed)))
+    return copies
+
+
 def _existing_version(client, name: str, run_id: str):
     """The version of ``name`` registered from ``run_id`` (None when there is none). A failed
     search is an error, not "none": registering again would make a duplicate version."""
@@ -211,12 +265,14 @@ def promote(
         with tempfile.TemporaryDirectory() as scratch:
             package = package_from_run(client, run_id, Path(scratch) / "package", lineage)
             lineage = read_meta(package)["lineage"]  # with the config hash
+            code = copy_inference_code(Path(scratch) / "code")
             with mlflow.start_run(run_id=run_id):
                 logged = mlflow.pyfunc.log_model(
                     name=MODEL_ARTIFACT,
                     python_model=str(ENTRY_FILE),
                     artifacts={"package": str(package)},
-                    pip_requirements=[f"raysearch=={code_version().split('+')[0]}"],
+                    code_paths=[str(folder) for folder in code],
+                    pip_requirements=inference_requirements(),
                 )
             # The run was FINISHED before: start_run reopened it; keep it as it was.
             client.set_terminated(run_id, status="FINISHED", end_time=run.info.end_time)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+
+#: The registered model the promote, predict and serving tests share.
+MODEL = "smoke-model"
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +32,17 @@ def searched_either_path(request):
     """The search above on each trial path: a test that uses it runs once for each."""
     name = "searched" if request.param == "in_process" else "searched_worker_group"
     return request.getfixturevalue(name)
+
+
+@pytest.fixture(scope="module")
+def promoted(searched):
+    """The best trial of ``searched`` by robust leaf accuracy, promoted as :data:`MODEL` (the
+    promote arguments without ``--name``); a second module finds the version already there."""
+    from raysearch.cli import main
+
+    argv = ["promote", "--search", searched["result"].name, "--metric", "robust_leaf"]
+    store = ["--tracking-uri", searched["result"].tracking_uri]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*argv, "--name", MODEL, "--json", *store]) == 0
+    return argv

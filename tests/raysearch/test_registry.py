@@ -7,7 +7,6 @@ leaf accuracy) and trial 2 (pruned).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -19,8 +18,7 @@ import torch
 from raysearch import tracking
 from raysearch.cli import main
 from raysearch.model_package import META_FILE, locate_package
-
-MODEL = "smoke-model"
+from tests.raysearch.conftest import MODEL
 
 
 def _uri(searched) -> str:
@@ -29,16 +27,6 @@ def _uri(searched) -> str:
 
 def _store(searched) -> list[str]:
     return ["--tracking-uri", _uri(searched)]
-
-
-@pytest.fixture(scope="module")
-def promoted(searched):
-    """The best trial by robust leaf accuracy, promoted once."""
-    argv = ["promote", "--search", searched["result"].name, "--metric", "robust_leaf"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert main([*argv, "--name", MODEL, "--json", *_store(searched)]) == 0
-    return argv
 
 
 def _versions(searched):
