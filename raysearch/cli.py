@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUIET_MLFLOW_VARIABLE = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 failed run, 2 bad input)."""
+    # MLflow prints "View run ... at: URL" to stdout whenever a run ends on a tracking server,
+    # which would break --json output and the progress lines; `inspect` gives those links.
+    os.environ.setdefault(QUIET_MLFLOW_VARIABLE, "true")
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or exit_codes.OK)

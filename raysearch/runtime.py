@@ -9,12 +9,14 @@ once; on a cluster, start the head node with ``--resources='{"train_driver": N}'
 a driver holds a small fraction of a CPU).
 
 A local Ray listens on 127.0.0.1 only (every service: GCS, raylet, agents, workers, the
-dashboard); a cluster is reached at the address the user gives and exposes what its own
-``ray start`` flags expose.
+dashboard); a cluster is reached at the address the user gives (or the ``RAY_ADDRESS`` Ray
+gives a Ray Job's entrypoint) and exposes what its own ``ray start`` flags expose. A cluster
+whose nodes all run on this machine on 127.0.0.1 (a test cluster) is reached on loopback too.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -31,19 +33,35 @@ DRIVER_CPU_FRACTION = 0.01
 #: Driver slots of a local Ray instance (more than any local search runs at once).
 LOCAL_DRIVER_SLOTS = 64
 LOOPBACK = "127.0.0.1"
+#: The cluster Ray gives a Ray Job's entrypoint (and users may export): used without --address.
+ADDRESS_VARIABLE = "RAY_ADDRESS"
 #: Where Ray's State API looks for the dashboard before it searches the machine for a Ray.
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 #: Ray Train's controller checks on its workers every this many seconds (Ray's default: 2):
 #: a job's start-up, every report and its end each wait for such a check.
 TRAIN_POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_SECONDS = "0.25"
+#: MLflow's settings for its HTTP clients (how long one waits out a tracking server that does
+#: not answer, whether it prints run links): a trial's process inherits its node's environment,
+#: not the launching shell's, so where they are set at launch they are passed on.
+MLFLOW_VARIABLES = (
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",  # and no run links among the trials' output
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
 
 
 def train_environment() -> dict[str, str]:
     """The environment Ray Train jobs get from raysearch (a value the user set wins). Set in
     this process (a job whose trainer starts here) and in the Ray job's runtime environment
     (a search trial's process creates its trainer)."""
-    return {TRAIN_POLL_VARIABLE: os.environ.get(TRAIN_POLL_VARIABLE, TRAIN_POLL_SECONDS)}
+    passed_on = {name: os.environ[name] for name in MLFLOW_VARIABLES if name in os.environ}
+    return {
+        TRAIN_POLL_VARIABLE: os.environ.get(TRAIN_POLL_VARIABLE, TRAIN_POLL_SECONDS),
+        **passed_on,
+    }
 
 
 def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool = True) -> None:
@@ -58,6 +76,7 @@ def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool 
     """
     import ray
 
+    address = cluster_address(address)
     if ray.is_initialized():
         inside_ray = ray.get_runtime_context().get_actor_id() is not None  # a trial's driver
         if not inside_ray and not address:
@@ -65,6 +84,12 @@ def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool 
         return
     quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
+        if is_loopback(address_host(address)):
+            # Ray would take this machine's network address for its own and look for the
+            # cluster there; a cluster on 127.0.0.1 is only reached from loopback.
+            from raysearch.private_api import turn_off_multi_node
+
+            turn_off_multi_node()
         os.environ.update(train_environment())
         ray.init(address=address, runtime_env={"env_vars": train_environment()}, **quiet)
         try:
@@ -75,6 +100,32 @@ def ensure_ray(address: str | None, footprint: TrialFootprint, *, verbose: bool 
     available = os.cpu_count() or 1
     _check_fits(footprint, {"CPU": available, "GPU": _local_gpus()}, "this machine")
     start_local_ray(available, LOCAL_DRIVER_SLOTS, **quiet)
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster to join: ``address``, else ``$RAY_ADDRESS`` (what ``ray job submit``
+    gives the entrypoint), else None: a local Ray."""
+    return address or os.environ.get(ADDRESS_VARIABLE) or None
+
+
+def address_host(address: str) -> str:
+    """The host of a Ray address: ``HOST:PORT``, ``ray://HOST:PORT``, ``[IPV6]:PORT``, or the
+    address itself when it has no port (``auto``)."""
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    host, separator, _ = rest.rpartition(":")
+    return host if separator else rest
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def _local_gpus() -> int:

@@ -53,7 +53,9 @@ class TrialRuns(tune.Callback):
     """Closes each trial's MLflow run when the trial ends, tagged with how it ended.
 
     Pruned runs end FINISHED with ``raysearch.status=pruned`` and their surplus checkpoints
-    are removed (a stopped job leaves more than ``checkpoint.keep``).
+    are removed (a stopped job leaves more than ``checkpoint.keep``). A run the tracking store
+    cannot close now (a server down for longer than MLflow's retries) is closed at the next
+    trial event, or when the search ends, instead of failing the search.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, search: str, jobs: Path, keep: int):
@@ -63,6 +65,7 @@ class TrialRuns(tune.Callback):
         self.jobs_folder = jobs
         self.keep = keep
         self._client = None
+        self.pending: dict[int, tuple[str, dict[str, str]]] = {}  # trial number: its ending
 
     @property
     def client(self):
@@ -74,37 +77,47 @@ class TrialRuns(tune.Callback):
         # Tune pickles its RunConfig with the callbacks; a database client does not pickle.
         return {**self.__dict__, "_client": None}
 
-    def _run_id(self, trial) -> str | None:
-        number = trial.config.get(NUMBER_KEY)
-        if number is None:
-            return None
-        run = tracking.find_job_run(
-            self.client, self.experiment, trial_job_name(self.search, int(number))
-        )
-        return run.info.run_id if run is not None else None
-
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
         status = "finished" if (trial.last_result or {}).get(FINISHED_KEY) else "pruned"
+        tags = {tracking.STATUS_TAG: status}
         if status == "pruned":
             trim_checkpoints(
                 self.jobs_folder / trial_job_name(self.search, int(trial.config[NUMBER_KEY])),
                 self.keep,
             )
-        if run_id is None:
-            return
-        self.client.set_tag(run_id, tracking.STATUS_TAG, status)
-        if status == "pruned":
             epochs = (trial.last_result or {}).get("epochs_completed")
-            self.client.set_tag(run_id, "raysearch.pruned_after_epochs", str(epochs))
-            self.client.set_terminated(run_id, status="FINISHED")
+            tags["raysearch.pruned_after_epochs"] = str(epochs)
+        self._end(trial, "FINISHED" if status == "pruned" else None, tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        if run_id is None:
+        tags = {tracking.STATUS_TAG: "failed", tracking.ERROR_TAG: error_text(trial)[:5000]}
+        self._end(trial, "FAILED", tags)
+
+    def on_experiment_end(self, trials, **info):
+        self.close_pending()
+
+    def _end(self, trial, run_status: str | None, tags: dict[str, str]) -> None:
+        """Tag the trial's run and set its status (None: the trial's job already closed it)."""
+        number = trial.config.get(NUMBER_KEY)
+        if number is None:
             return
-        self.client.set_tag(run_id, tracking.STATUS_TAG, "failed")
-        tracking.end_run(self.client, run_id, error=error_text(trial))
+        self.pending[int(number)] = (run_status or "", tags)
+        self.close_pending()
+
+    def close_pending(self) -> None:
+        """Close the runs still waiting for the store; those it cannot reach now wait on."""
+        for number, (run_status, tags) in list(self.pending.items()):
+            job = trial_job_name(self.search, number)
+            try:
+                run = tracking.find_job_run(self.client, self.experiment, job)
+                if run is not None:
+                    for key, value in tags.items():
+                        self.client.set_tag(run.info.run_id, key, value)
+                    if run_status:
+                        self.client.set_terminated(run.info.run_id, status=run_status)
+            except tracking.store_errors():
+                continue
+            del self.pending[number]
 
 
 def trim_checkpoints(job_folder: Path, keep: int) -> None:

@@ -61,11 +61,19 @@ def run_trial(config: dict, context: TrialContext) -> None:
     process when the trial runs its one worker itself (:class:`ReportToTune`); this function
     adds one final report with :data:`FINISHED_KEY` once every epoch ran.
     """
+    import ray
+    from mlflow.exceptions import MlflowException
     from ray.tune.integration.ray_train import TuneReportCallback
 
     number = int(config[NUMBER_KEY])
+    job = trial_job_name(context.search, number)
     experiment = context.space.config_for({**config[OVERRIDES_KEY], **context.pinned})
-    done = _finished_run(experiment, trial_job_name(context.search, number))
+    uri = experiment.mlflow.resolved_tracking_uri()
+    try:
+        run = _job_run(experiment, job)
+    except MlflowException as error:
+        raise tracking.unavailable(uri, f"find the run of {job}", error) from None
+    done = run if _finished(run) else None
     if done is not None:
         # It ended before the search was interrupted (Tune's saved state predates that).
         tune.report({**done.data.metrics, FINISHED_KEY: 1, "mlflow_run_id": done.info.run_id})
@@ -79,20 +87,24 @@ def run_trial(config: dict, context: TrialContext) -> None:
         tracking.TRIAL_TAG: tune.get_context().get_trial_id(),
         "raysearch.search_name": context.search,
         "raysearch.optuna_trial": str(number),
+        **tracking.node_tags(run, ray.get_runtime_context().get_node_id()),
     }
-    result = run_job(
-        experiment,
-        forest,
-        resume=None,  # a retried or resumed trial continues its checkpoints
-        job=trial_job_name(context.search, number),
-        storage=context.jobs_folder,
-        run_tags=tags,
-        extra_params={f"sampled.{key}": value for key, value in sampled.items()},
-        callbacks=() if context.in_process else (TuneReportCallback(),),
-        after_report=ReportToTune() if context.in_process else None,
-        verbose=context.verbose,
-        close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
-    )
+    try:
+        result = run_job(
+            experiment,
+            forest,
+            resume=None,  # a retried or resumed trial continues its checkpoints
+            job=job,
+            storage=context.jobs_folder,
+            run_tags=tags,
+            extra_params={f"sampled.{key}": value for key, value in sampled.items()},
+            callbacks=() if context.in_process else (TuneReportCallback(),),
+            after_report=ReportToTune() if context.in_process else None,
+            verbose=context.verbose,
+            close_failed_runs=False,  # TrialRuns closes them: only the driver knows why it ended
+        )
+    except MlflowException as error:  # opening or closing its run (training failures are not)
+        raise tracking.unavailable(uri, f"open or close the run of {job}", error) from None
     final = {key: value for key, value in result.metrics.items() if is_finite_number(value)}
     final.update({FINISHED_KEY: 1, "mlflow_run_id": result.run_id})
     if result.checkpoint:
@@ -100,13 +112,16 @@ def run_trial(config: dict, context: TrialContext) -> None:
     tune.report(final)
 
 
-def _finished_run(experiment, job: str):
-    """The job's MLflow run when it ended FINISHED after its last epoch (None otherwise)."""
+def _job_run(experiment, job: str):
+    """The job's MLflow run (None before its first start)."""
     client = tracking.client(experiment.mlflow.resolved_tracking_uri())
     found = client.get_experiment_by_name(experiment.mlflow.experiment)
-    run = tracking.find_job_run(client, found.experiment_id, job) if found else None
+    return tracking.find_job_run(client, found.experiment_id, job) if found else None
+
+
+def _finished(run) -> bool:
+    """Whether a job's run ended FINISHED after its last epoch."""
     if run is None or run.info.status != "FINISHED":
-        return None
-    if run.data.tags.get(tracking.STATUS_TAG, "finished") != "finished":
-        return None  # pruned: its run is FINISHED too, but it never ran its last epoch
-    return run
+        return False
+    # A pruned trial's run is FINISHED too, but it never ran its last epoch.
+    return run.data.tags.get(tracking.STATUS_TAG, "finished") == "finished"

@@ -29,11 +29,30 @@ SEARCH_TAG = "raysearch.search"
 TRIAL_TAG = "raysearch.trial"
 STATUS_TAG = "raysearch.status"
 PARENT_TAG = "mlflow.parentRunId"
+#: The Ray node a search trial runs on now, and every node it ran on (a trial restarted after
+#: its node failed runs on another), comma-separated in order.
+NODE_TAG = "raysearch.node"
+NODES_TAG = "raysearch.nodes"
 ARTIFACT_FOLDER = "mlartifacts"
 #: An MLflow run id.
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 #: Runs per request when reading every run of a query.
 _PAGE = 1000
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store did not take a write even after MLflow's retries (a server down for
+    longer than ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` with backoff covers): the job fails, saying
+    so, instead of training on without its metrics."""
+
+
+def unavailable(uri: str, what: str, error: BaseException) -> TrackingUnavailable:
+    """The error of a store that did not answer while a job was to do ``what``."""
+    reason = " ".join(str(error).split())
+    return TrackingUnavailable(
+        f"the MLflow tracking store {uri} did not answer (to {what}) after MLflow's retries: "
+        f"{reason[-300:]}"
+    )
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
@@ -142,7 +161,8 @@ def find_job_run(mlflow_client, experiment: str, job: str):
 
 
 def get_or_create_job_run(mlflow_client, experiment: str, job: str, *, tags: dict | None = None):
-    """The job's run, reopened (status RUNNING) when it exists; created otherwise."""
+    """The job's run, reopened (status RUNNING) when it exists, with ``tags`` set again (a
+    restarted trial's node changes); created otherwise."""
     return _get_or_create(mlflow_client, experiment, JOB_TAG, job, "train", tags)
 
 
@@ -155,11 +175,24 @@ def _get_or_create(mlflow_client, experiment: str, tag: str, value: str, kind: s
     run = find_run(mlflow_client, experiment, tag, value)
     if run is not None:
         mlflow_client.update_run(run.info.run_id, status="RUNNING")
+        for key, text in (tags or {}).items():
+            if run.data.tags.get(key) != text:
+                mlflow_client.set_tag(run.info.run_id, key, text)
         return run, False
     run = mlflow_client.create_run(
         experiment, run_name=value, tags={tag: value, KIND_TAG: kind, **(tags or {})}
     )
     return run, True
+
+
+def node_tags(run, node: str) -> dict[str, str]:
+    """:data:`NODE_TAG` and :data:`NODES_TAG` for a job about to run on ``node``, given its run
+    so far (None before its first start)."""
+    before = run.data.tags.get(NODES_TAG, "") if run is not None else ""
+    nodes = [name for name in before.split(",") if name]
+    if not nodes or nodes[-1] != node:
+        nodes.append(node)
+    return {NODE_TAG: node, NODES_TAG: ",".join(nodes)}
 
 
 def log_params(mlflow_client, run_id: str, params: dict) -> None:
@@ -222,7 +255,11 @@ class EpochLog:
         return self._client
 
     def logged_epochs(self) -> set[int]:
-        history = self._mlflow().get_metric_history(self.run_id, "epoch")
+        try:
+            history = self._mlflow().get_metric_history(self.run_id, "epoch")
+        except store_errors() as error:
+            what = f"read the epochs of run {self.run_id}"
+            raise unavailable(self.tracking_uri, what, error) from None
         return {metric.step for metric in history}
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -240,5 +277,9 @@ class EpochLog:
         ]
         # "epoch" last: its presence marks the epoch as completely logged.
         entries.append(Metric(key="epoch", value=float(epoch), timestamp=stamp, step=epoch))
-        self._mlflow().log_batch(self.run_id, metrics=entries)
+        try:
+            self._mlflow().log_batch(self.run_id, metrics=entries)
+        except store_errors() as error:
+            what = f"log epoch {epoch} of run {self.run_id}"
+            raise unavailable(self.tracking_uri, what, error) from None
         self._logged.add(epoch)
