@@ -8,24 +8,29 @@ at a chosen moment; this script kills it ``--kills`` times at moments drawn by
 ``random.Random(--seed)``, to reach the windows no test aims at (Ray starting, Tune restoring,
 a trial being told to Optuna, a run being closed).
 
-1. It writes a tiny search (6 trials, 2 at a time, 3 epochs, ASHA, the embedded dataset and
-   base model) with its MLflow store, Optuna study and ``ray_results`` in the work folder.
+1. It writes a small search (6 trials, 2 at a time, 3 epochs of ``--train-size`` images, ASHA,
+   the embedded dataset and base model) with its MLflow store, Optuna study and
+   ``ray_results`` in the work folder.
 2. It starts ``python -m raysearch.cli launch SPACE --name chaos`` in a session of its own,
-   waits a random delay, SIGKILLs the whole process group (the driver and the local Ray it
-   started), checks that no process of the group is left, and starts ``launch --resume``; after
-   the last kill the resume (with ``--json``) runs to the end.
+   waits a random delay, SIGKILLs the driver's process group (the driver and the local Ray it
+   started), checks that no process of the group is left and that Ray's workers (each in a
+   group of its own in that session) end too, and starts ``launch --resume``; after the last
+   kill the resume (with ``--json``) runs to the end. A first launch is not killed before
+   Tune saved its state (``--resume`` could not continue it then).
 3. It reads Optuna's study, Tune's saved state (``tune.ExperimentAnalysis``) and the MLflow
    runs, and checks trial by trial that they and the final ``--json`` summary agree
    (:func:`disagreements`).
 
 Prints the kill moments, a table of the trials in each record, the trials per status and the
-verdict; exits 0 when everything agrees, 1 otherwise. The work folder (with ``driver.log``) is
-kept for inspection. It never runs ``ray stop`` and signals only the process groups it started.
+verdict; exits 0 when everything agrees, 1 otherwise. The work folder (``driver.log``,
+``chaos.json``, the stores) is kept; ``--check-only --workdir DIR`` compares its records again.
+It never runs ``ray stop`` and signals only processes of the sessions it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -53,8 +58,9 @@ VALUE_TOLERANCE = 1e-9
 # -- the search ----------------------------------------------------------------------------------
 
 
-def write_space(workdir: Path, seed: int) -> Path:
-    """A search small enough to finish in minutes, with its stores in ``workdir``.
+def write_space(workdir: Path, seed: int, train_size: int) -> Path:
+    """A search of a few minutes, with its stores in ``workdir``: long enough for every kill
+    to land while it runs (a search of the tests' 512 images ends in about 30 s here).
 
     The evaluation eps is sampled between a tiny and a large value, so the robust accuracies
     ASHA compares at its first rung differ widely and some trials are pruned.
@@ -65,7 +71,7 @@ def write_space(workdir: Path, seed: int) -> Path:
         "name": SEARCH,
         "base": str(SPACES / "embedded-experiment.yaml"),
         "overrides": [
-            "data.train_size=512",
+            f"data.train_size={train_size}",
             "data.eval_samples=64",
             "data.zeroshot_samples=24",
             "optim.batch_size=64",
@@ -134,19 +140,23 @@ def _pids() -> list[int]:
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
 
-def group_members(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (zombies only wait to be reaped)."""
-    members = []
+def live_processes(*, field: int, value: int) -> list[int]:
+    """Live processes whose /proc stat ``field`` (2: process group, 3: session) is ``value``;
+    zombies are left out, they only wait to be reaped."""
+    found = []
     for pid in _pids():
         fields = _stat_fields(pid)
-        if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(pid)
-    return members
+        if fields and int(fields[field]) == value and fields[0] not in ("Z", "X"):
+            found.append(pid)
+    return sorted(found)
+
+
+GROUP, SESSION = 2, 3
 
 
 def descendants(root: int) -> set[tuple[int, str]]:
     """``(pid, start time)`` of every live process below ``root``, to spot one that left its
-    process group (a pid alone could be reused)."""
+    session (a pid alone could be reused)."""
     children: dict[int, list[int]] = {}
     start = {}
     for pid in _pids():
@@ -172,26 +182,52 @@ def still_alive(processes: set[tuple[int, str]]) -> list[int]:
     return sorted(alive)
 
 
+def _wait_until_gone(field: int, value: int, seconds: float) -> float:
+    started = time.monotonic()
+    while live_processes(field=field, value=value) and time.monotonic() - started < seconds:
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def kill_group(driver: subprocess.Popen, settle_seconds: float = 30.0) -> dict:
     """SIGKILL the driver's process group, reap the driver, and wait until the group is gone.
 
-    Returns what is left after ``settle_seconds``: the group's live processes (``left``) and
-    the driver's former descendants outside the group (``escaped``), both expected empty.
+    The driver leads a session of its own (``start_new_session``), so its group and session
+    ids are its pid. Ray runs each worker in a process group of its own within that session:
+    those are not signalled; they should end when their raylet dies. Returns what was left:
+    ``left`` (the group, after ``settle_seconds``), ``session_s`` (seconds until the rest of
+    the session ended on its own), ``stragglers`` (session processes still alive after
+    ``settle_seconds``, then killed with their groups: all of them started by this driver)
+    and ``escaped`` (former descendants that left the session; only reported).
     """
     below = descendants(driver.pid)
-    os.killpg(driver.pid, signal.SIGKILL)  # start_new_session: the group's id is the driver's pid
+    os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
-    deadline = time.monotonic() + settle_seconds
-    while group_members(driver.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return {"left": group_members(driver.pid), "escaped": still_alive(below)}
+    _wait_until_gone(GROUP, driver.pid, settle_seconds)
+    left = live_processes(field=GROUP, value=driver.pid)
+    session_s = _wait_until_gone(SESSION, driver.pid, settle_seconds)
+    stragglers = live_processes(field=SESSION, value=driver.pid)
+    for pid in stragglers:
+        fields = _stat_fields(pid)
+        if fields and int(fields[SESSION]) == driver.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(fields[GROUP]), signal.SIGKILL)
+    _wait_until_gone(SESSION, driver.pid, settle_seconds)
+    return {
+        "left": left,
+        "session_s": session_s,
+        "stragglers": stragglers,
+        "escaped": sorted(set(still_alive(below)) - set(stragglers)),
+    }
 
 
 def last_progress_line(workdir: Path) -> str:
     """The driver's last progress line: what the search was doing when it was killed."""
     lines = (workdir / "driver.log").read_text(errors="replace").splitlines()
     for line in reversed(lines):
-        if line.startswith(("[", "resuming", "starting", "===")):
+        if line.startswith("==="):
+            return "(nothing yet: Ray starting)"
+        if line.startswith(("[", "resuming", "starting")):
             return line.strip()[:100]
     return ""
 
@@ -215,7 +251,7 @@ def wait_until_resumable(driver: subprocess.Popen, workdir: Path, timeout: float
 def run_with_kills(space: Path, workdir: Path, rng: random.Random, args) -> dict:
     """Launch, kill ``args.kills`` times at random moments (resuming after each), then resume
     once more with ``--json`` and let the search end. Returns what happened."""
-    kills, problems = [], []
+    kills, problems, notes = [], [], []
     chaos_started = time.monotonic()
     resume = False
     for number in range(1, args.kills + 1):
@@ -232,28 +268,27 @@ def run_with_kills(space: Path, workdir: Path, rng: random.Random, args) -> dict
             # again under its name (its folder exists): wait for the state instead.
             waited = wait_until_resumable(driver, workdir)
             code = driver.poll()
-        if code is not None:  # it ended before its kill: the search was done, or it broke
+        resume = True
+        if code == 0:  # the search ended before this kill: the last resume only reports
+            notes.append(f"the search ended before kill {number}; later kills skipped")
+            break
+        if code is not None:
             problems.append(f"launch before kill {number} exited {code} of its own accord")
-            resume = True
             continue
         doing = last_progress_line(workdir)
-        after = time.monotonic() - launched
+        moment = {
+            "kill": number,
+            "planned_s": delay,
+            "postponed_s": waited,
+            "after_launch_s": time.monotonic() - launched,
+            "since_start_s": time.monotonic() - chaos_started,
+            "doing": doing,
+        }
         leftovers = kill_group(driver)
-        kills.append(
-            {
-                "kill": number,
-                "planned_s": delay,
-                "postponed_s": waited,
-                "after_launch_s": after,
-                "since_start_s": time.monotonic() - chaos_started,
-                "doing": doing,
-                **leftovers,
-            }
-        )
-        for what in ("left", "escaped"):
+        kills.append({**moment, **leftovers})
+        for what in ("left", "stragglers", "escaped"):
             if leftovers[what]:
-                problems.append(f"kill {number}: processes {what} behind: {leftovers[what]}")
-        resume = True
+                problems.append(f"kill {number}: processes {what}: {leftovers[what]}")
     json_out = workdir / "summary.json"
     driver = start_driver(space, workdir, resume=resume, json_out=json_out)
     try:
@@ -263,7 +298,12 @@ def run_with_kills(space: Path, workdir: Path, rng: random.Random, args) -> dict
         code = f"none: killed after {args.timeout} s"
     if code != 0:
         problems.append(f"the last resume exited {code} (see {workdir / 'driver.log'})")
-    return {"kills": kills, "problems": problems, "summary": read_summary(json_out)}
+    return {
+        "kills": kills,
+        "problems": problems,
+        "notes": notes,
+        "summary": read_summary(json_out),
+    }
 
 
 def read_summary(path: Path) -> dict | None:
@@ -290,6 +330,7 @@ def optuna_records(storage: str) -> list[dict]:
             "state": trial.state.name,
             "values": list(trial.values) if trial.values is not None else None,
             "intermediate": dict(trial.intermediate_values),
+            "params": dict(trial.params),
         }
         for trial in study.get_trials(deepcopy=False)
     ]
@@ -419,7 +460,7 @@ def disagreements(
     parent run (its ``raysearch.status`` the same outcome, nothing RUNNING, a finished trial's
     objective Optuna's value, each epoch logged once: all ``epochs`` for a finished trial), and
     appear once in the final summary with that outcome and value. Optuna's per-epoch values
-    must be the run's.
+    must be the run's, and no two trials may have sampled the very same values.
     """
     problems = []
     studied = {t["number"]: t for t in optuna_trials}
@@ -433,6 +474,7 @@ def disagreements(
         expected[number] = outcome
         if trial["state"] == "COMPLETE" and not trial["values"]:
             problems.append(f"trial {number}: optuna COMPLETE without a value")
+    problems += _repeated_samples(optuna_trials)
 
     tuned = _by_number(tune_trials)
     for record in tuned.pop(None, []):
@@ -458,6 +500,25 @@ def disagreements(
 
     problems += _mlflow_disagreements(studied, expected, parents, runs, epochs)
     problems += _summary_disagreements(studied, expected, summary, trials)
+    return problems
+
+
+def _repeated_samples(optuna_trials: list[dict]) -> list[str]:
+    """Trials with the very same sampled values: the space samples a continuous learning rate,
+    so an exact repeat is a sampler replaying its draws (its random state restored from
+    before a trial it had already drawn), not chance."""
+    first_with: dict[str, int] = {}
+    problems = []
+    for trial in sorted(optuna_trials, key=lambda t: t["number"]):
+        if not trial.get("params"):
+            continue
+        key = json.dumps(trial["params"], sort_keys=True)
+        if key in first_with:
+            problems.append(
+                f"trial {trial['number']}: sampled the same values as trial {first_with[key]}"
+            )
+        else:
+            first_with[key] = trial["number"]
     return problems
 
 
@@ -596,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temp folder")
     parser.add_argument("--min-delay", type=float, default=10.0, help="seconds after a launch")
     parser.add_argument("--max-delay", type=float, default=60.0)
+    parser.add_argument(
+        "--train-size", type=int, default=4096, help="images per epoch (sets the search's length)"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="for the last resume")
     parser.add_argument(
         "--check-only",
@@ -613,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         if (workdir / "ray_results" / "searches" / SEARCH).exists():
             parser.error(f"{workdir} already holds a search {SEARCH!r}: give a new --workdir")
-        space = write_space(workdir, args.seed)
+        space = write_space(workdir, args.seed, args.train_size)
         print(f"work folder {workdir} (driver.log, summary.json, chaos.json, stores)", flush=True)
         started = time.monotonic()
         outcome = run_with_kills(space, workdir, random.Random(args.seed), args)
@@ -628,9 +692,10 @@ def report(workdir: Path, outcome: dict) -> int:
         print(
             f"kill {kill['kill']}: {kill['after_launch_s']:5.1f} s after its launch (drawn "
             f"{kill['planned_s']:.1f}{postponed(kill)}), {kill['since_start_s']:6.1f} s in; "
-            f"left {len(kill['left'])}, escaped {len(kill['escaped'])}; last line: "
-            f"{kill['doing']!r}"
+            f"Ray gone {kill['session_s']:.1f} s later; last line: {kill['doing']!r}"
         )
+    for note in outcome["notes"]:
+        print(f"note: {note}")
     summary = summary_records(outcome["summary"])
     storage = (outcome["summary"] or {}).get("study", {}).get("storage")
     optuna_trials = optuna_records(storage or f"sqlite:///{workdir / 'optuna.db'}")

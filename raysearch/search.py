@@ -207,8 +207,9 @@ def _launch(
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     callbacks = [
-        TrialRuns(uri, experiment, search, paths.jobs, space.base.checkpoint.keep),
+        # The progress line first: closing a run may wait out a tracking server that is down.
         Progress(space, total, out),
+        TrialRuns(uri, experiment, search, paths.jobs, space.base.checkpoint.keep),
     ]
     out(_starting_line(space, search, total, concurrency, sampler_name, resume))
     out(f"  MLflow run {parent_id} in experiment {space.base.mlflow.experiment!r} ({uri})")

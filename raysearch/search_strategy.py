@@ -45,13 +45,23 @@ class StudySearch(OptunaSearch):
         Tune asks for take those over, in order: same number, same sampled values (Optuna
         returns a trial's stored value when it is asked again), so the same job, checkpoints
         and MLflow run, instead of a new trial beside an abandoned one.
+
+        The saved sampler's random state predates those trials' draws: it is reseeded, or the
+        next new trial would draw the same values as the first of them again.
         """
         super().restore(checkpoint_path)
         from optuna.trial import TrialState
 
         known = {trial.number for trial in searcher_trials(self).values()}
-        running = searcher_study(self).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        self._orphans = [trial for trial in running if trial.number not in known]
+        study = searcher_study(self)
+        unknown = [  # asked (not merely enqueued) since the save
+            trial
+            for trial in study.get_trials(deepcopy=False)
+            if trial.number not in known and trial.state != TrialState.WAITING
+        ]
+        self._orphans = [trial for trial in unknown if trial.state == TrialState.RUNNING]
+        if unknown:
+            study.sampler.reseed_rng()
 
     def suggest(self, trial_id: str) -> dict | None:
         orphans = getattr(self, "_orphans", [])

@@ -106,6 +106,10 @@ def run_trial(config: dict, context: TrialContext) -> None:
     except MlflowException as error:  # opening or closing its run (training failures are not)
         raise tracking.unavailable(uri, f"open or close the run of {job}", error) from None
     final = {key: value for key, value in result.metrics.items() if is_finite_number(value)}
+    if not final:
+        # Every epoch had run before this attempt: the trial died (its node, say) between the
+        # job's end and this report. Its run holds the last epoch's metrics.
+        final = dict(tracking.client(uri).get_run(result.run_id).data.metrics)
     final.update({FINISHED_KEY: 1, "mlflow_run_id": result.run_id})
     if result.checkpoint:
         final["checkpoint"] = result.checkpoint

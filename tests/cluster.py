@@ -132,18 +132,21 @@ def start_ray_cluster(
     folder: Path, *, workers: int = 2, worker_cpus: int = 1, environment: dict | None = None
 ) -> RayCluster:
     """A head (no CPUs, 8 ``train_driver`` slots, the dashboard) and ``workers`` worker nodes
-    of ``worker_cpus`` CPUs each. Ray's files go to ``folder`` (kept short: Ray's sockets live
-    there and a socket path has at most 107 characters)."""
+    of ``worker_cpus`` CPUs each, with ``environment`` added to the nodes' (and so the trials')
+    environment. Ray's files go to ``folder`` (kept short: Ray's sockets live there and a socket
+    path has at most 107 characters)."""
     folder.mkdir(parents=True, exist_ok=True)
     dashboard_port = free_port()
-    env = clean_environment(
-        RAY_TMPDIR=str(folder),
-        **{API_SERVER_VARIABLE: f"http://127.0.0.1:{dashboard_port}"},
-        # A killed node is noticed within seconds, not Ray's default half a minute.
-        RAY_health_check_period_ms="1000",
-        RAY_health_check_failure_threshold="3",
-        **(environment or {}),
+    shared = clean_environment(
+        RAY_TMPDIR=str(folder), **{API_SERVER_VARIABLE: f"http://127.0.0.1:{dashboard_port}"}
     )
+    env = {
+        **shared,
+        # A killed node is noticed within seconds, not Ray's default half a minute.
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+        **(environment or {}),
+    }
     log = folder / "cluster.log"
     process = subprocess.Popen(
         [
@@ -167,11 +170,9 @@ def start_ray_cluster(
         stop_group(process)
         raise AssertionError(f"the Ray cluster did not start:\n{log.read_text()[-3000:]}")
     started = json.loads(line)
-    # The processes a test starts against the cluster: multi-node mode off (see cluster_nodes).
-    driver_environment = {
-        **env,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }
+    # The processes a test starts against the cluster (not the nodes' ``environment``): with
+    # multi-node mode off (see cluster_nodes).
+    driver_environment = {**shared, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     return RayCluster(
         process, started["gcs"], started["dashboard"], started["nodes"], driver_environment, log
     )

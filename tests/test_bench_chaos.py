@@ -29,6 +29,8 @@ def agreeing_records() -> dict:
         {"number": 1, "state": "PRUNED", "values": [0.1], "intermediate": {1: 0.1}},
         {"number": 2, "state": "FAIL", "values": None, "intermediate": {}},
     ]
+    for trial, lr in zip(optuna_trials, (3e-4, 8e-4, 1e-4), strict=True):
+        trial["params"] = {"trees": "form", "optim.lr": lr}
     tune_trials = [
         {"trial_id": "a", "number": 0, "status": "TERMINATED", "finished": True, "value": 0.5},
         {"trial_id": "b", "number": 1, "status": "TERMINATED", "finished": False, "value": 0.1},
@@ -127,6 +129,10 @@ def _summary_unfinished(records):
     records["summary"]["trials"][1]["status"] = "unfinished"
 
 
+def _repeated_sample(records):
+    records["optuna_trials"][2]["params"] = dict(records["optuna_trials"][0]["params"])
+
+
 def _intermediate_value_mismatch(records):
     records["runs"][0]["values_by_epoch"][0] = 0.3
 
@@ -145,6 +151,7 @@ def _intermediate_value_mismatch(records):
         (_second_parent, "mlflow: 2 parent runs of the search, not 1"),
         (_summary_twice, "summary: trial 0 listed 2 times"),
         (_summary_unfinished, "summary: trial 1 unfinished, optuna PRUNED"),
+        (_repeated_sample, "trial 2: sampled the same values as trial 0"),
         (
             _intermediate_value_mismatch,
             "trial 0: mlflow run r0: robust_leaf after epoch 1 is 0.3, optuna's intermediate "

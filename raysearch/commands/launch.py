@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -61,16 +63,19 @@ def run(args: argparse.Namespace) -> int:
     from raysearch.search import launch
 
     printer = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    result = launch(
-        space,
-        space_file=args.space,
-        trials=args.trials,
-        address=args.address,
-        resume=args.resume,
-        name=args.name,
-        verbose=args.verbose,
-        out=printer,
-    )
+    # With --json, standard output holds the JSON document alone: what Ray prints there while
+    # the search runs (a node that died, the workers' output with -v) goes to standard error.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = launch(
+            space,
+            space_file=args.space,
+            trials=args.trials,
+            address=args.address,
+            resume=args.resume,
+            name=args.name,
+            verbose=args.verbose,
+            out=printer,
+        )
     if args.json:
         print(
             json.dumps(
@@ -88,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
                 },
                 indent=2,
                 default=str,
-            )
+            ),
+            flush=True,
         )
+        _end_standard_output()
     else:
         print_summary(result, space)
     if result.interrupted:
@@ -103,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"raysearch: every trial of {result.name} failed", file=sys.stderr)
         return exit_codes.FAILED
     return 0
+
+
+def _end_standard_output() -> None:
+    """Send what is still written to this process's standard output to standard error: Ray's
+    driver threads may yet print there (a node that died) while the process exits, after the
+    JSON document that must stand alone. Only in a process of its own (not under a caller that
+    replaced ``sys.stdout``)."""
+    if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 def print_summary(result, space) -> None:
