@@ -8,7 +8,7 @@ at a chosen moment; this script kills it ``--kills`` times at moments drawn by
 ``random.Random(--seed)``, to reach the windows no test aims at (Ray starting, Tune restoring,
 a trial being told to Optuna, a run being closed).
 
-1. It writes a small search (6 trials, 2 at a time, 3 epochs of ``--train-size`` images, ASHA,
+1. It writes a small search (8 trials, 2 at a time, 3 epochs of ``--train-size`` images, ASHA,
    the embedded dataset and base model) with its MLflow store, Optuna study and
    ``ray_results`` in the work folder.
 2. It starts ``python -m raysearch.cli launch SPACE --name chaos`` in a session of its own,
@@ -46,7 +46,7 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SEARCH = "chaos"
 OBJECTIVE = "robust_leaf"
 EPOCHS = 3
-TRIALS = 6
+TRIALS = 8
 
 #: Optuna's final states and the outcome each stands for in Tune, MLflow and the summary.
 OUTCOME_OF_STATE = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}
@@ -59,8 +59,8 @@ VALUE_TOLERANCE = 1e-9
 
 
 def write_space(workdir: Path, seed: int, train_size: int) -> Path:
-    """A search of a few minutes, with its stores in ``workdir``: long enough for every kill
-    to land while it runs (a search of the tests' 512 images ends in about 30 s here).
+    """A search of about four minutes here, with its stores in ``workdir``: long enough for
+    every kill to land while it runs (with the tests' 512 images it ends in about 30 s).
 
     The evaluation eps is sampled between a tiny and a large value, so the robust accuracies
     ASHA compares at its first rung differ widely and some trials are pruned.
@@ -201,7 +201,8 @@ def kill_group(driver: subprocess.Popen, settle_seconds: float = 30.0) -> dict:
     and ``escaped`` (former descendants that left the session; only reported).
     """
     below = descendants(driver.pid)
-    os.killpg(driver.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # the driver ended meanwhile; its Ray may not
+        os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     _wait_until_gone(GROUP, driver.pid, settle_seconds)
     left = live_processes(field=GROUP, value=driver.pid)
@@ -658,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-delay", type=float, default=10.0, help="seconds after a launch")
     parser.add_argument("--max-delay", type=float, default=60.0)
     parser.add_argument(
-        "--train-size", type=int, default=4096, help="images per epoch (sets the search's length)"
+        "--train-size", type=int, default=6144, help="images per epoch (sets the search's length)"
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="for the last resume")
     parser.add_argument(

@@ -25,6 +25,7 @@ from raysearch.commands import (
     trees,
     ui,
 )
+from raysearch.tracking import TrackingUnavailable
 from trainables.errors import UserInputError
 
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"raysearch: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
+    except TrackingUnavailable as error:  # after MLflow's retries; what was done is kept
+        print(f"raysearch: error: {error}", file=sys.stderr)
+        return exit_codes.FAILED
     except BrokenPipeError:  # `raysearch trees show ... | head`: the reader has what it wanted
         # Python flushes stdout again at exit; point it at nothing so that flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

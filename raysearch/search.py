@@ -237,19 +237,25 @@ def _launch(
         grid = None
     sigterm.defer()  # the clean-up below closes the runs: a SIGTERM now waits for it
 
-    return _search_result(
-        space,
-        grid,
-        client=client,
-        uri=uri,
-        experiment=experiment,
-        search=search,
-        parent_id=parent_id,
-        paths=paths,
-        total=total,
-        interrupted=interrupted,
-        stop_reason=sigterm.reason,
-    )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _search_result(
+            space,
+            grid,
+            client=client,
+            uri=uri,
+            experiment=experiment,
+            search=search,
+            parent_id=parent_id,
+            paths=paths,
+            total=total,
+            interrupted=interrupted,
+            stop_reason=sigterm.reason,
+        )
+    except MlflowException as error:  # the store went away after the trials ended
+        what = f"read the trials' runs and close search {search}; resume it with --resume"
+        raise tracking.unavailable(uri, what, error) from None
 
 
 def _footprint(space: SearchSpace) -> TrialFootprint:

@@ -73,10 +73,10 @@ def run_trial(config: dict, context: TrialContext) -> None:
         run = _job_run(experiment, job)
     except MlflowException as error:
         raise tracking.unavailable(uri, f"find the run of {job}", error) from None
-    done = run if _finished(run) else None
-    if done is not None:
-        # It ended before the search was interrupted (Tune's saved state predates that).
-        tune.report({**done.data.metrics, FINISHED_KEY: 1, "mlflow_run_id": done.info.run_id})
+    if _ended(run):
+        # It ended before the search was interrupted (Tune's saved state predates that): it
+        # ends again as it did, finished or pruned, without training further.
+        tune.report(_ended_result(run))
         return
     forest = validate_with_data(experiment)
     sampled = {
@@ -123,9 +123,22 @@ def _job_run(experiment, job: str):
     return tracking.find_job_run(client, found.experiment_id, job) if found else None
 
 
-def _finished(run) -> bool:
-    """Whether a job's run ended FINISHED after its last epoch."""
-    if run is None or run.info.status != "FINISHED":
+def _ended(run) -> bool:
+    """Whether a job's run records that its trial ended: FINISHED after its last epoch, or
+    stopped by ASHA (the driver tags it pruned before it closes it)."""
+    if run is None:
         return False
-    # A pruned trial's run is FINISHED too, but it never ran its last epoch.
-    return run.data.tags.get(tracking.STATUS_TAG, "finished") == "finished"
+    status = run.data.tags.get(tracking.STATUS_TAG, "finished")
+    return status == "pruned" or (status == "finished" and run.info.status == "FINISHED")
+
+
+def _ended_result(run) -> dict:
+    """The report that ends a trial as its run says it ended: with :data:`FINISHED_KEY` when it
+    ran every epoch, without it (pruned) at the epoch ASHA judged otherwise."""
+    result = {**run.data.metrics, "mlflow_run_id": run.info.run_id}
+    if run.data.tags.get(tracking.STATUS_TAG, "finished") == "finished":
+        return {**result, FINISHED_KEY: 1}
+    judged = run.data.tags.get("raysearch.pruned_after_epochs", "")
+    if judged.isdigit():
+        result["epochs_completed"] = int(judged)
+    return result

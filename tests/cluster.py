@@ -31,7 +31,13 @@ _FOREIGN = ("RAY_ADDRESS", API_SERVER_VARIABLE, "MLFLOW_TRACKING_URI", "RAY_TMPD
 def clean_environment(**extra: str) -> dict[str, str]:
     """This process's environment without the variables that would point elsewhere, with this
     Python's ``bin`` first on PATH (Ray Jobs' entrypoints and MLflow's server find it there)."""
-    environment = {k: v for k, v in os.environ.items() if k not in _FOREIGN}
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        # MLflow's client settings too: raysearch's read-only commands, run in this process by
+        # other tests, shorten its retries (raysearch.stores.READ_ONLY_HTTP_WAITS).
+        if key not in _FOREIGN and not key.startswith("MLFLOW_")
+    }
     environment.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     environment["PYTHONUNBUFFERED"] = "1"

@@ -168,3 +168,42 @@ def test_a_trial_that_trains_in_process_holds_its_workers_resources_not_a_driver
     # A trial on a worker group keeps its driver slot.
     group = TrialFootprint(1, 1.0, 0.0)
     assert trial_resources(cluster, group) == driver_resources(cluster, group)
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "loopback"),
+    [
+        ("127.0.0.1:6379", "127.0.0.1", True),
+        ("ray://127.0.0.1:10001", "127.0.0.1", True),
+        ("[::1]:6379", "::1", True),
+        ("localhost:6379", "localhost", True),
+        ("10.0.0.5:6379", "10.0.0.5", False),
+        ("head.internal:6379", "head.internal", False),
+        ("auto", "auto", False),
+    ],
+)
+def test_the_host_of_a_ray_address_and_whether_it_is_loopback(address, host, loopback):
+    from raysearch.runtime import address_host, is_loopback
+
+    assert address_host(address) == host
+    assert is_loopback(address_host(address)) is loopback
+
+
+def test_a_ray_job_entrypoint_joins_the_cluster_ray_names(monkeypatch):
+    from raysearch.runtime import ADDRESS_VARIABLE, cluster_address
+
+    monkeypatch.setenv(ADDRESS_VARIABLE, "127.0.0.1:6379")
+    assert cluster_address(None) == "127.0.0.1:6379"
+    assert cluster_address("10.0.0.5:6379") == "10.0.0.5:6379"  # --address wins
+    monkeypatch.delenv(ADDRESS_VARIABLE)
+    assert cluster_address(None) is None  # a local Ray
+
+
+def test_mlflow_client_settings_set_at_launch_reach_the_trials(monkeypatch):
+    from raysearch.runtime import train_environment
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    environment = train_environment()
+    assert environment["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in environment

@@ -101,3 +101,102 @@ def test_a_search_is_found_by_run_id_or_by_name_the_newest_first(tmp_path):
     assert tracking.find_search_run(client, experiment, "0" * 32) is None
     assert tracking.find_search_run(client, experiment, "nope") is None
     assert tracking.find_search_run(client, experiment, "x' or '1'='1") is None  # never queried
+
+
+class _DownStore:
+    """A client of a tracking server that does not answer (what MLflow raises after its
+    retries)."""
+
+    def __init__(self, answers_after: int = 10**9):
+        self.calls, self.answers_after = 0, answers_after
+        self.tags: dict[str, dict[str, str]] = {}
+        self.statuses: dict[str, str] = {}
+
+    def _call(self):
+        from mlflow.exceptions import MlflowException
+
+        self.calls += 1
+        if self.calls <= self.answers_after:
+            raise MlflowException("API request to http://127.0.0.1:1/api failed: refused")
+
+    def get_metric_history(self, run_id, key):
+        self._call()
+        return []
+
+    def log_batch(self, run_id, metrics=()):
+        self._call()
+
+    def search_runs(self, experiments, filter_string="", max_results=0):
+        self._call()
+        run = type("Run", (), {})()
+        run.info = type("Info", (), {"run_id": "r1"})()
+        return [run]
+
+    def set_tag(self, run_id, key, value):
+        self._call()
+        self.tags.setdefault(run_id, {})[key] = value
+
+    def set_terminated(self, run_id, status):
+        self._call()
+        self.statuses[run_id] = status
+
+
+def test_a_tracking_server_that_stays_down_fails_the_epoch_log_with_its_address():
+    log = tracking.EpochLog("http://127.0.0.1:1", "abc")
+    log._client = _DownStore()
+    with pytest.raises(tracking.TrackingUnavailable) as caught:
+        log(3, {"loss": 1.0})
+    message = str(caught.value)
+    assert "http://127.0.0.1:1 did not answer" in message and "epochs of run abc" in message
+    log._client, log._logged = _DownStore(), {0, 1, 2}
+    with pytest.raises(tracking.TrackingUnavailable, match="log epoch 3 of run abc"):
+        log(3, {"loss": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("before", "node", "expected"),
+    [
+        (None, "a", "a"),
+        ("a", "a", "a"),  # restarted on the same node: listed once
+        ("a", "b", "a,b"),
+        ("a,b", "a", "a,b,a"),  # back on the first node after the second died
+    ],
+)
+def test_node_tags_list_every_node_a_trial_ran_on_in_order(before, node, expected):
+    run = None
+    if before is not None:
+        run = type("Run", (), {})()
+        run.data = type("Data", (), {"tags": {tracking.NODES_TAG: before}})()
+    assert tracking.node_tags(run, node) == {tracking.NODE_TAG: node, tracking.NODES_TAG: expected}
+
+
+def test_a_run_the_store_cannot_close_now_is_closed_when_it_answers_again(tmp_path):
+    from raysearch.search_callbacks import TrialRuns
+    from raysearch.search_state import NUMBER_KEY
+
+    callbacks = TrialRuns("http://127.0.0.1:1", "1", "s", tmp_path, keep=1)
+    store = _DownStore(answers_after=1)  # the first call fails, every later one works
+    callbacks._client = store
+    trial = type("Trial", (), {"config": {NUMBER_KEY: 0}, "last_result": {}})()
+    trial.get_error = lambda: RuntimeError("boom")
+    callbacks.on_trial_error(0, [trial], trial)
+    assert callbacks.pending and not store.statuses  # kept, not lost, and the search goes on
+    callbacks.on_experiment_end([trial])
+    assert not callbacks.pending
+    assert store.statuses == {"r1": "FAILED"}
+    assert store.tags["r1"][tracking.STATUS_TAG] == "failed"
+    assert "boom" in store.tags["r1"][tracking.ERROR_TAG]
+
+
+def test_a_store_gone_for_good_ends_the_command_with_one_line(monkeypatch, capsys, tmp_path):
+    from raysearch import cli
+    from raysearch.commands import launch
+
+    def store_down(args):
+        raise tracking.unavailable("http://127.0.0.1:1", "close search s", RuntimeError("refused"))
+
+    monkeypatch.setattr(launch, "run", store_down)
+    assert cli.main(["launch", str(tmp_path / "space.yaml")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("raysearch: error: the MLflow tracking store http://127.0.0.1:1")
+    assert error.count("\n") == 1 and "Traceback" not in error
