@@ -117,14 +117,15 @@ def start_driver(space: Path, workdir: Path, *, resume: bool, json_out: Path | N
     for variable in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):  # this search's own Ray and store
         environment.pop(variable, None)
     stdout = json_out.open("w") if json_out is not None else log
-    return subprocess.Popen(
-        command,
-        stdout=stdout,
-        stderr=log,
-        cwd=workdir,
-        env=environment,
-        start_new_session=True,
-    )
+    with log, stdout:  # the driver holds its own copies
+        return subprocess.Popen(
+            command,
+            stdout=stdout,
+            stderr=log,
+            cwd=workdir,
+            env=environment,
+            start_new_session=True,
+        )
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -265,8 +266,8 @@ def run_with_kills(space: Path, workdir: Path, rng: random.Random, args) -> dict
             code = None
         waited = 0.0
         if code is None and not resumable(workdir):
-            # Killed before Tune saved its state, the search could neither resume nor start
-            # again under its name (its folder exists): wait for the state instead.
+            # A first launch killed before Tune wrote its tuner.pkl could neither resume nor
+            # start again under its name (its folder exists): wait for that file instead.
             waited = wait_until_resumable(driver, workdir)
             code = driver.poll()
         resume = True
@@ -680,6 +681,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{workdir} already holds a search {SEARCH!r}: give a new --workdir")
         space = write_space(workdir, args.seed, args.train_size)
         print(f"work folder {workdir} (driver.log, summary.json, chaos.json, stores)", flush=True)
+        print(
+            f"{TRIALS} trials of {args.train_size} images x {EPOCHS} epochs; {args.kills} kills, "
+            f"each {args.min_delay:g}-{args.max_delay:g} s after a launch (seed {args.seed})",
+            flush=True,
+        )
         started = time.monotonic()
         outcome = run_with_kills(space, workdir, random.Random(args.seed), args)
         outcome["wall_s"] = time.monotonic() - started

@@ -265,7 +265,7 @@ def test_a_short_tracking_server_outage_does_not_fail_the_trial(cluster, server,
 def test_a_killed_driver_resumes_on_the_cluster_without_duplicates(cluster, server, tmp_path):
     space = _space(tmp_path, "driverkill", server, {"trials": 2, "concurrency": 1})
     log = tmp_path / "driver.log"
-    driver = _start_launch(cluster, space, log, "--name", "driverkill")
+    driver = _start_launch(cluster, space, log, "--name", "driverkill", "--json")
     try:
         _wait_for(lambda: "trial 1 started" in log.read_text(), 400, "the second trial", log)
     finally:
