@@ -701,3 +701,67 @@ def test_a_restored_search_takes_over_the_trials_a_killed_driver_left_running(st
     states = {trial.number: trial.state.name for trial in _stored(study_dir)}
     assert states == {0: "RUNNING", 1: "COMPLETE", 2: "RUNNING"}
     assert first[NUMBER_KEY] == 0
+
+
+# -- resuming after an unclean kill -----------------------------------------------------------
+
+
+def _learning_rate_only(trial):
+    from raysearch.search_state import OVERRIDES_KEY
+
+    return {OVERRIDES_KEY: {"optim.lr": trial.suggest_float("optim.lr", 1e-4, 1e-2, log=True)}}
+
+
+def test_a_trial_asked_after_the_last_save_does_not_make_the_next_one_draw_its_values(tmp_path):
+    # The driver asks Optuna for a trial after the searcher's last save and is killed: the
+    # resumed searcher takes that trial over, and the next new trial must not replay its draw.
+    from raysearch.search_state import NUMBER_KEY
+    from raysearch.search_strategy import StudySearch
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def searcher():
+        return StudySearch(
+            space=_learning_rate_only,
+            metric="robust_leaf",
+            mode="max",
+            sampler=optuna.samplers.TPESampler(seed=0),
+            study_name="s",
+            storage=optuna.storages.RDBStorage(url),
+        )
+
+    first = searcher()
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))
+    orphan = first.suggest("b")
+    resumed = searcher()
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    adopted = resumed.suggest("b-again")
+    fresh = resumed.suggest("c")
+    assert (adopted[NUMBER_KEY], adopted["optim.lr"]) == (orphan[NUMBER_KEY], orphan["optim.lr"])
+    assert fresh[NUMBER_KEY] == orphan[NUMBER_KEY] + 1
+    assert fresh["optim.lr"] != orphan["optim.lr"]
+
+
+def _run(status_tag: str | None, run_status: str, **tags: str):
+    all_tags = {**({"raysearch.status": status_tag} if status_tag else {}), **tags}
+    return SimpleNamespace(
+        info=SimpleNamespace(status=run_status, run_id="r1"),
+        data=SimpleNamespace(tags=all_tags, metrics={"robust_leaf": 0.5}),
+    )
+
+
+def test_a_resumed_trial_whose_run_ended_ends_again_as_it_did_without_training():
+    from raysearch.search_state import FINISHED_KEY
+    from raysearch.search_trial import _ended, _ended_result
+
+    assert not _ended(None)
+    assert not _ended(_run(None, "RUNNING"))  # cut off mid-job: it trains on
+    assert not _ended(_run("failed", "FAILED"))
+    finished = _run(None, "FINISHED")  # its job closed the run; its node died before the report
+    assert _ended(finished) and _ended_result(finished)[FINISHED_KEY] == 1
+    pruned = _run("pruned", "RUNNING", **{"raysearch.pruned_after_epochs": "2"})
+    assert _ended(pruned)  # tagged by the driver before a kill: pruned again, not trained on
+    result = _ended_result(pruned)
+    assert FINISHED_KEY not in result and result["epochs_completed"] == 2
+    assert result["robust_leaf"] == 0.5 and result["mlflow_run_id"] == "r1"
