@@ -8,7 +8,7 @@ WORDNET := /usr/share/wordnet/data.noun
 PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 LOCK := locks/py$(PYTHON_VERSION).txt
 
-.PHONY: demo test test-fast lock setup
+.PHONY: demo test test-fast test-cluster lock setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,8 @@ test: $(STAMP) $(WORDNET)
 # or need the pretrained base model (marked slow in tests/conftest.py).
 test-fast: $(STAMP) $(WORDNET)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The tests that start a multi-node Ray cluster and an MLflow server on 127.0.0.1 (about 6
+# minutes; part of `make test`).
+test-cluster: $(STAMP) $(WORDNET)
+	$(BIN)/python -m pytest -q -m cluster

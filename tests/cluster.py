@@ -85,7 +85,8 @@ def stop_group(process: subprocess.Popen, *, grace: float = 20.0) -> None:
         pass
 
 
-def _wait(predicate, seconds: float, what: str, log: Path | None = None) -> None:
+def wait_for(predicate, seconds: float, what: str, log: Path | None = None) -> None:
+    """Poll ``predicate`` until it holds; after ``seconds``, fail with the tail of ``log``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
@@ -227,7 +228,7 @@ class TrackingServer:
             env=clean_environment(),
             start_new_session=True,
         )
-        _wait(self.answers, 120, f"the MLflow server on port {self.port}", log)
+        wait_for(self.answers, 120, f"the MLflow server on port {self.port}", log)
         return self
 
     def answers(self) -> bool:

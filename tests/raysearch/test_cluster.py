@@ -28,6 +28,7 @@ from tests.cluster import (
     left_behind,
     listening_addresses,
     start_ray_cluster,
+    wait_for,
 )
 from tests.raysearch.search_fixtures import space_file
 
@@ -115,16 +116,6 @@ def _start_launch(cluster, space: Path, log: Path, *options: str) -> subprocess.
         env=cluster.environment,
         start_new_session=True,
     )
-
-
-def _wait_for(predicate, seconds: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log is not None else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def _children(client, result: dict) -> list:
@@ -242,7 +233,7 @@ def test_a_short_tracking_server_outage_does_not_fail_the_trial(cluster, server,
     driver = _start_launch(cluster, space, log, "--name", "outage", "--json")
     client = tracking.client(server.uri)
     try:
-        _wait_for(
+        wait_for(
             lambda: _logged_epochs(client, _trial_run(client, "raysearch", "outage")) >= 1,
             300,
             "the first epoch",
@@ -267,7 +258,7 @@ def test_a_killed_driver_resumes_on_the_cluster_without_duplicates(cluster, serv
     log = tmp_path / "driver.log"
     driver = _start_launch(cluster, space, log, "--name", "driverkill", "--json")
     try:
-        _wait_for(lambda: "trial 1 started" in log.read_text(), 400, "the second trial", log)
+        wait_for(lambda: "trial 1 started" in log.read_text(), 400, "the second trial", log)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the launching process, as a lost terminal
         driver.wait(timeout=60)
@@ -300,7 +291,7 @@ def test_a_trial_on_a_killed_node_resumes_on_another_from_its_checkpoint(
     client = tracking.client(server.uri)
     try:
         # Killed right after its first checkpoint (the storage every node shares), mid-job.
-        _wait_for(lambda: any(jobs.glob("*/checkpoint_epoch_*")), 300, "a checkpoint", log)
+        wait_for(lambda: any(jobs.glob("*/checkpoint_epoch_*")), 300, "a checkpoint", log)
         first_node = _trial_run(client, "raysearch", "nodekill").data.tags[tracking.NODE_TAG]
         fragile_cluster.kill_node(first_node)
         assert driver.wait(timeout=400) == 0, log.read_text()[-4000:]
@@ -328,7 +319,7 @@ def test_a_long_tracking_server_outage_fails_the_trial_with_the_reason(
     driver = _start_launch(fragile_cluster, space, log, "--name", "longoutage", "--json")
     client = tracking.client(server.uri)
     try:
-        _wait_for(
+        wait_for(
             lambda: _logged_epochs(client, _trial_run(client, "raysearch", "longoutage")) >= 1,
             300,
             "the first epoch",
@@ -337,7 +328,7 @@ def test_a_long_tracking_server_outage_fails_the_trial_with_the_reason(
         server.stop()
         # The trial and its restarts give up on the server after their few retries; the
         # driver's own client keeps MLflow's default patience and waits for the server.
-        _wait_for(lambda: "trial 0 failed:" in log.read_text(), 300, "the trial to fail", log)
+        wait_for(lambda: "trial 0 failed:" in log.read_text(), 300, "the trial to fail", log)
         server.start()
         code = driver.wait(timeout=300)
     finally:
