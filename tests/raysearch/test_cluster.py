@@ -189,23 +189,26 @@ def test_ray_job_submit_runs_a_search_and_its_logs_show_the_progress_lines(
     space = _space(tmp_path, "jobs", server, {"trials": 1, "concurrency": 1})
     ray = str(Path(sys.executable).with_name("ray"))
     submission = f"raysearch-jobs-{os.getpid()}"
-    submitted = subprocess.run(
-        [
-            ray,
-            "job",
-            "submit",
-            "--address",
-            cluster.dashboard_url,
-            "--submission-id",
-            submission,
-            "--",
-            *_launch_command(space, "--name", "jobs"),
-        ],
-        capture_output=True,
-        text=True,
-        env=cluster.environment,
-        timeout=400,
-    )
+    submit = [
+        ray,
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard_url,
+        "--submission-id",
+        submission,
+        "--",
+        *_launch_command(space, "--name", "jobs"),
+    ]
+    deadline = time.monotonic() + 120
+    while True:
+        submitted = subprocess.run(
+            submit, capture_output=True, text=True, env=cluster.environment, timeout=400
+        )
+        # The head's job agent registers some seconds after the node; Ray says to try again.
+        if "No available agent" not in submitted.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert submitted.returncode == 0, submitted.stdout[-4000:] + submitted.stderr[-2000:]
     logs = subprocess.run(
         [ray, "job", "logs", submission, "--address", cluster.dashboard_url],
