@@ -163,6 +163,7 @@ def start_ray_cluster(
             f"--workers={workers}",
             f"--worker-cpus={worker_cpus}",
             f"--dashboard-port={dashboard_port}",
+            f"--agent-port={free_port()}",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--worker-cpus", type=int, default=1)
     parser.add_argument("--driver-slots", type=int, default=8)
     parser.add_argument("--dashboard-port", type=int, required=True)
+    parser.add_argument("--agent-port", type=int, required=True)
     args = parser.parse_args()
 
     from ray.cluster_utils import Cluster
@@ -41,6 +42,9 @@ def main() -> None:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": args.dashboard_port,
+            # Not Ray's fixed default (52365): a local Ray on this machine may hold it, and the
+            # head then has no job agent ("No available agent to submit job").
+            "dashboard_agent_listen_port": args.agent_port,
         },
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
