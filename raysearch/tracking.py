@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from pathlib import Path
 
 from trainables.errors import must
@@ -33,6 +34,9 @@ PARENT_TAG = "mlflow.parentRunId"
 #: its node failed runs on another), comma-separated in order.
 NODE_TAG = "raysearch.node"
 NODES_TAG = "raysearch.nodes"
+#: The attempt of a job that logs its epochs now: each start of its training loop claims the
+#: run, and an earlier attempt still running (on a node presumed dead) stops at its next epoch.
+ATTEMPT_TAG = "raysearch.attempt"
 ARTIFACT_FOLDER = "mlartifacts"
 #: An MLflow run id.
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -232,11 +236,20 @@ def filter_value(value: str, *, field: str) -> str:
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 
+class AttemptSuperseded(RuntimeError):
+    """A later attempt of the job claimed its run while this one still ran: Ray presumed this
+    attempt's node dead (a stall, a partition) and restarted the job elsewhere. This one stops
+    before it logs or checkpoints another epoch."""
+
+
 class EpochLog:
     """Per-epoch metrics into a job's MLflow run, by step = epoch, each epoch written once: a
     restarted worker group skips the epochs the run already holds.
 
-    Called by rank 0 of the training loop as ``log_epoch(epoch, metrics)``; it is pickled to the
+    Rank 0 of the training loop calls :meth:`begin` once, before it restores a checkpoint, then
+    ``log_epoch(epoch, metrics)`` after each epoch. ``begin`` claims the run for this attempt
+    (tag :data:`ATTEMPT_TAG`); each later epoch first checks the claim still holds and raises
+    :class:`AttemptSuperseded` if a later attempt took the run over. It is pickled to the
     workers, which open their own MLflow client on first use.
     """
 
@@ -244,10 +257,35 @@ class EpochLog:
         self.tracking_uri, self.run_id = tracking_uri, run_id
         self._client = None
         self._logged: set[int] | None = None  # read from the run once per process
+        self._attempt: str | None = None  # set by begin(), in the worker
 
     def __getstate__(self) -> dict:
         state = {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
-        return {**state, "_client": None, "_logged": None}
+        return {**state, "_client": None, "_logged": None, "_attempt": None}
+
+    def begin(self) -> None:
+        """Claim the run for this attempt of the job."""
+        attempt = uuid.uuid4().hex
+        try:
+            self._mlflow().set_tag(self.run_id, ATTEMPT_TAG, attempt)
+        except store_errors() as error:
+            what = f"claim run {self.run_id} for a new attempt"
+            raise unavailable(self.tracking_uri, what, error) from None
+        self._attempt = attempt
+        self._logged = self.logged_epochs()
+
+    def _check_claim(self, epoch: int) -> None:
+        try:
+            holder = self._mlflow().get_run(self.run_id).data.tags.get(ATTEMPT_TAG)
+        except store_errors() as error:
+            what = f"read the attempt of run {self.run_id}"
+            raise unavailable(self.tracking_uri, what, error) from None
+        if holder != self._attempt:
+            raise AttemptSuperseded(
+                f"attempt {self._attempt} of run {self.run_id} stops before logging epoch "
+                f"{epoch}: attempt {holder} took the run over (Ray restarted the job elsewhere "
+                "after it presumed this attempt's node dead)"
+            )
 
     def _mlflow(self):
         if self._client is None:
@@ -263,6 +301,8 @@ class EpochLog:
         return {metric.step for metric in history}
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self._attempt is not None:
+            self._check_claim(epoch)
         if self._logged is None:
             self._logged = self.logged_epochs()
         if epoch in self._logged:

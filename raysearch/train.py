@@ -201,7 +201,8 @@ def run_job(
         except Exception as error:  # the job failed after it started: record why, then report
             sigterm.defer()
             reason = failure_reason(error)
-            if close_failed_runs:
+            # A superseded attempt leaves the run to the attempt that took it over.
+            if close_failed_runs and tracking.AttemptSuperseded.__name__ not in reason:
                 tracking.end_run(mlflow_client, run_id, error=reason)
             raise TrainingFailed(reason) from error
 

@@ -61,6 +61,33 @@ def left_behind(group: int) -> list[str]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` in the process tree (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def _signal(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
+
+
 def stop_group(process: subprocess.Popen, *, grace: float = 20.0) -> None:
     """SIGTERM the process's group, then SIGKILL whatever of it is left after ``grace`` s."""
     group = process.pid
@@ -85,13 +112,16 @@ def stop_group(process: subprocess.Popen, *, grace: float = 20.0) -> None:
         pass
 
 
-def wait_for(predicate, seconds: float, what: str, log: Path | None = None) -> None:
-    """Poll ``predicate`` until it holds; after ``seconds``, fail with the tail of ``log``."""
+def wait_for(
+    predicate, seconds: float, what: str, log: Path | None = None, every: float = 0.25
+) -> None:
+    """Poll ``predicate`` every ``every`` s until it holds; after ``seconds``, fail with the
+    tail of ``log``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.25)
+        time.sleep(every)
     tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}\n{tail}")
 
@@ -121,9 +151,26 @@ class RayCluster:
     def node(self, node_id: str) -> dict:
         return next(node for node in self.nodes if node["id"] == node_id)
 
+    def freeze_node(self, node_id: str) -> list[int]:
+        """Stop a worker node's raylet and every process it started, all at once (a machine
+        that stalls or is cut off); returns their pids, for :func:`kill` or :func:`thaw`."""
+        raylet = self.node(node_id)["raylet_pid"]
+        frozen = [raylet, *descendants(raylet)]
+        for pid in frozen:
+            _signal(pid, signal.SIGSTOP)
+        return frozen
+
     def kill_node(self, node_id: str) -> None:
-        """Kill a worker node's raylet (the node dies; Ray fails what ran on it)."""
-        os.kill(self.node(node_id)["raylet_pid"], signal.SIGKILL)
+        """Kill a worker node as a dead machine is: its raylet and every process it started.
+        Killing the raylet alone would leave its workers running on for a while."""
+        for pid in self.freeze_node(node_id):  # frozen first: nothing starts another process
+            _signal(pid, signal.SIGKILL)
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        """Let the processes of a frozen node run on."""
+        for pid in pids:
+            _signal(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process.stdin is not None:

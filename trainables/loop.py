@@ -18,8 +18,8 @@ or images decoded by the DataLoader's own processes (``JobSpec.loader_workers``)
 reading its shard of every epoch's shuffle.
 
 Rank 0 also hands the epoch's metrics to ``JobSpec.log_epoch`` (the driver passes
-:class:`raysearch.tracking.EpochLog`, which writes them to the job's MLflow run once per epoch);
-the loop itself knows nothing of MLflow.
+:class:`raysearch.tracking.EpochLog`, which writes them to the job's MLflow run once per epoch
+and stops an attempt that a later one superseded); the loop itself knows nothing of MLflow.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -51,6 +51,18 @@ from trainables.workers import InProcessWorker, RayTrainWorker
 log = logging.getLogger(__name__)
 
 
+class EpochLogger(Protocol):
+    """Where rank 0 sends each epoch's metrics."""
+
+    def begin(self) -> None:
+        """Called once per start of the loop, before the newest checkpoint is read. It may
+        claim the job's log, so that an earlier start still running elsewhere stops."""
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after each epoch, before its checkpoint is kept; raising stops the job with
+        that epoch neither logged nor checkpointed."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything a worker needs to run one fine-tuning job (the driver builds it).
@@ -64,8 +76,8 @@ class JobSpec:
         model_name, pretrained: the base model (``trainables.clip_loader.load_clip``);
             ``grad_checkpointing`` recomputes its image tower's activations in the backward.
         seed: seeds shuffling, attacks and initialisation.
-        log_epoch: called by rank 0 as ``log_epoch(epoch, metrics)`` after each epoch's
-            checkpoint is saved (picklable: it travels to the workers; None: no log).
+        log_epoch: an :class:`EpochLogger` for rank 0 (picklable: it travels to the workers;
+            None: no log).
         final_profile: evaluate the full per-level robustness profile after the last epoch.
         zeroshot_suite: the zero-shot suite evaluated after the last epoch (None: none);
             ``zeroshot_samples`` caps each of its datasets; ``zeroshot_every_epoch`` evaluates it
@@ -90,7 +102,7 @@ class JobSpec:
     pretrained: str | None = None
     grad_checkpointing: bool = False
     seed: int = 0
-    log_epoch: Callable[[int, dict[str, float]], None] | None = None
+    log_epoch: EpochLogger | None = None
     final_profile: bool = True
     zeroshot_suite: str | None = None
     zeroshot_samples: int = 200
@@ -235,6 +247,11 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
     scheduler = build_scheduler(optimizer, spec.optim, total_steps)
     scaler = torch.amp.GradScaler() if spec.optim.precision == "fp16" else None
 
+    log_epoch = spec.log_epoch if rank == 0 else None
+    if log_epoch is not None:
+        # Before the newest checkpoint is read: an earlier attempt still running elsewhere
+        # stops at its next epoch instead of logging it or saving a checkpoint.
+        log_epoch.begin()
     start_epoch, step = 0, 0
     state = worker.saved_state()
     if state is not None:
@@ -245,7 +262,6 @@ def run_loop(spec: JobSpec, worker: RayTrainWorker | InProcessWorker) -> None:
         spec.dataset, "val", root=spec.data_root, image_size=size, samples=spec.eval_samples
     )
     evaluator = method.classifier.with_forest(forest)
-    log_epoch = spec.log_epoch if rank == 0 else None
     epochs = spec.epochs(len(train))
 
     for epoch in range(start_epoch, epochs):

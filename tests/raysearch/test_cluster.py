@@ -74,7 +74,7 @@ def fragile_cluster(base_model):
     """Another cluster, for the tests that break it: MLflow clients on its nodes give up on a
     tracking server after two quick retries (~3 s) instead of MLflow's ~4 minutes."""
     retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    yield from _cluster(base_model, environment=retries)
+    yield from _cluster(base_model, workers=3, environment=retries)  # two will fail
 
 
 def _space(tmp_path: Path, name: str, server, budget: dict, epochs: int = 2) -> Path:
@@ -284,19 +284,41 @@ def test_a_killed_driver_resumes_on_the_cluster_without_duplicates(cluster, serv
     assert len(parents) == 1
 
 
-def test_a_trial_on_a_killed_node_resumes_on_another_from_its_checkpoint(
-    fragile_cluster, server, tmp_path
+@pytest.mark.parametrize("failure", ["dies", "stalls"])
+def test_a_trial_on_a_failed_node_resumes_on_another_from_its_checkpoint(
+    fragile_cluster, server, tmp_path, failure
 ):
-    space = _space(tmp_path, "nodekill", server, {"trials": 1, "concurrency": 1}, epochs=5)
+    """A node dies (every process of it killed), or stalls (every process of it stopped) until
+    the trial has restarted on another node and then runs on: the stalled attempt must not log
+    or checkpoint another epoch of the run the restarted one continues."""
+    epochs, name = 6, f"node{failure}"
+    space = _space(tmp_path, name, server, {"trials": 1, "concurrency": 1}, epochs=epochs)
     log = tmp_path / "driver.log"
-    jobs = tmp_path / "ray_results" / "searches" / "nodekill" / "jobs"
-    driver = _start_launch(fragile_cluster, space, log, "--name", "nodekill", "--json")
+    jobs = tmp_path / "ray_results" / "searches" / name / "jobs"
+    driver = _start_launch(fragile_cluster, space, log, "--name", name, "--json")
     client = tracking.client(server.uri)
     try:
-        # Killed right after its first checkpoint (the storage every node shares), mid-job.
-        wait_for(lambda: any(jobs.glob("*/checkpoint_epoch_*")), 300, "a checkpoint", log)
-        first_node = _trial_run(client, "raysearch", "nodekill").data.tags[tracking.NODE_TAG]
-        fragile_cluster.kill_node(first_node)
+        # The node is known from the run's tag before the first epoch ends, so the failure
+        # follows the first checkpoint (in the storage every node shares) at once, mid-job.
+        wait_for(lambda: _trial_run(client, "raysearch", name), 300, "the trial's run", log)
+        first_node = _trial_run(client, "raysearch", name).data.tags[tracking.NODE_TAG]
+        wait_for(lambda: any(jobs.glob("*/checkpoint_epoch_*")), 300, "a checkpoint", log, 0.02)
+        frozen = fragile_cluster.freeze_node(first_node)
+        checkpointed = sorted(path.name for path in jobs.glob("*/checkpoint_epoch_*"))
+        assert len(checkpointed) < epochs, f"the job ended before the failure: {checkpointed}"
+        if failure == "dies":
+            fragile_cluster.kill_node(first_node)
+        else:
+            claim = _trial_run(client, "raysearch", name).data.tags[tracking.ATTEMPT_TAG]
+            wait_for(
+                lambda: (
+                    _trial_run(client, "raysearch", name).data.tags[tracking.ATTEMPT_TAG] != claim
+                ),
+                300,
+                "the restarted attempt",
+                log,
+            )
+            fragile_cluster.thaw(frozen)
         assert driver.wait(timeout=400) == 0, log.read_text()[-4000:]
     finally:
         if driver.poll() is None:
@@ -308,9 +330,12 @@ def test_a_trial_on_a_killed_node_resumes_on_another_from_its_checkpoint(
     assert run.info.status == "FINISHED"
     nodes = run.data.tags[tracking.NODES_TAG].split(",")
     assert nodes[0] == first_node and len(nodes) == 2 and nodes[1] != first_node
-    assert _epochs(client, run.info.run_id) == [0, 1, 2, 3, 4]  # no epoch logged twice
+    assert _epochs(client, run.info.run_id) == list(range(epochs))  # no epoch logged twice
     starts = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "start_epoch")}
-    assert starts[0] == 0 and starts[4] >= 1  # resumed from a checkpoint, not from scratch
+    # Every epoch after the last checkpoint of the failed node was logged by the restarted
+    # attempt, which resumed from that checkpoint, not from scratch.
+    resumed = int(checkpointed[-1].rpartition("_")[2]) + 1
+    assert starts[0] == 0 and all(starts[e] == resumed for e in range(resumed, epochs)), starts
     assert "restarting it from its last checkpoint" in output
 
 

@@ -44,6 +44,37 @@ def test_it_travels_to_a_worker_without_its_client(tmp_path):
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1]
 
 
+def test_a_later_attempt_takes_the_run_over_and_the_earlier_one_stops(tmp_path):
+    uri, client, run_id = _run(tmp_path)
+    first = tracking.EpochLog(uri, run_id)
+    first.begin()
+    first(0, {"loss": 1.0, "start_epoch": 0})
+    # Its node is presumed dead; the job restarts elsewhere from the checkpoint of epoch 0.
+    later = pickle.loads(pickle.dumps(tracking.EpochLog(uri, run_id)))
+    later.begin()
+    with pytest.raises(tracking.AttemptSuperseded, match="stops before logging epoch 1"):
+        first(1, {"loss": 9.0, "start_epoch": 0})
+    later(1, {"loss": 0.5, "start_epoch": 1})
+    later(2, {"loss": 0.25, "start_epoch": 1})
+    history = client.get_metric_history(run_id, "start_epoch")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0), (1, 1), (2, 1)]
+    claim = client.get_run(run_id).data.tags[tracking.ATTEMPT_TAG]
+    assert claim == later._attempt != first._attempt
+
+
+def test_each_start_claims_anew_and_skips_what_the_run_holds(tmp_path):
+    uri, client, run_id = _run(tmp_path)
+    log = tracking.EpochLog(uri, run_id)
+    log.begin()
+    log(0, {"loss": 1.0})
+    claim = client.get_run(run_id).data.tags[tracking.ATTEMPT_TAG]
+    log.begin()  # a restarted worker group in the same process
+    assert client.get_run(run_id).data.tags[tracking.ATTEMPT_TAG] != claim
+    log(0, {"loss": 2.0})
+    log(1, {"loss": 3.0})
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0, 3.0]
+
+
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [

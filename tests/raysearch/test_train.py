@@ -20,7 +20,7 @@ import pytest
 from raysearch import tracking
 from raysearch.cli import main
 from raysearch.config import load_config, validate_with_data
-from raysearch.train import run_job
+from raysearch.train import TrainingFailed, run_job
 
 TINY = [
     "method.name=tecoa",
@@ -215,6 +215,26 @@ def test_a_failing_job_exits_1_and_its_run_ends_failed_with_the_reason(tmp_path,
     (run,) = _job_runs(None, uri, "broken")
     assert run.info.status == "FAILED"
     assert "cifar10" in run.data.tags[tracking.ERROR_TAG]
+
+
+def test_an_attempt_taken_over_stops_and_leaves_the_run_to_the_later_one(tmp_path, ray_local):
+    # A job's one worker in this process (a search trial's path). After its first epoch, a
+    # later attempt (the same job restarted on another node) claims the run.
+    config, forest = _config(tmp_path, "name=taken")
+
+    def later_attempt_starts(metrics, checkpoint):
+        if metrics["epoch"] == 0:
+            (run,) = _job_runs(None, uri, "taken")
+            tracking.EpochLog(uri, run.info.run_id).begin()
+
+    uri = config.mlflow.resolved_tracking_uri()
+    with pytest.raises(TrainingFailed, match="AttemptSuperseded: .* before logging epoch 1"):
+        run_job(config, forest, job="taken", after_report=later_attempt_starts)
+    (run,) = _job_runs(None, uri, "taken")
+    assert run.info.status == "RUNNING" and tracking.ERROR_TAG not in run.data.tags
+    assert _epoch_steps(uri, run.info.run_id) == [0]  # epoch 1 neither logged ...
+    checkpoints = sorted(path.name for path in (tmp_path / "ray_results" / "taken").iterdir())
+    assert checkpoints == ["checkpoint_epoch_000000"]  # ... nor checkpointed
 
 
 def test_a_relative_data_root_reaches_the_workers_as_an_absolute_path(tmp_path, monkeypatch):
