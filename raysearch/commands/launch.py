@@ -63,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from raysearch.search import launch
 
     printer = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    # With --json, standard output holds the JSON document alone: what Ray prints there while
-    # the search runs (a node that died, the workers' output with -v) goes to standard error.
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+    with _document_output() if args.json else contextlib.nullcontext(sys.stdout) as document:
         result = launch(
             space,
             space_file=args.space,
@@ -76,28 +74,9 @@ def run(args: argparse.Namespace) -> int:
             verbose=args.verbose,
             out=printer,
         )
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "search": result.name,
-                    "mlflow_run_id": result.parent_run_id,
-                    "tracking_uri": result.tracking_uri,
-                    "experiment": result.experiment,
-                    "study": {"name": result.study_name, "storage": result.optuna_url},
-                    "interrupted": result.interrupted,
-                    "trials": [_row_dict(row) for row in result.rows],
-                    "best": [row.number for row in result.best],
-                    "artifacts": {key: str(path) for key, path in result.artifacts.items()},
-                    "notes": result.notes,
-                },
-                indent=2,
-                default=str,
-            ),
-            flush=True,
-        )
-        _end_standard_output()
-    else:
+        if args.json:
+            _print_document(result, document)
+    if not args.json:
         print_summary(result, space)
     if result.interrupted:
         print(
@@ -112,13 +91,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _end_standard_output() -> None:
-    """Send what is still written to this process's standard output to standard error: Ray's
-    driver threads may yet print there (a node that died) while the process exits, after the
-    JSON document that must stand alone. Only in a process of its own (not under a caller that
-    replaced ``sys.stdout``)."""
-    if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+@contextlib.contextmanager
+def _document_output():
+    """Standard output for the JSON document alone: yields the stream to write it to, while
+    everything else written to standard output goes to standard error, from the start of the
+    search to the exit of the process (Ray's driver threads may print that a node died, or
+    the workers' output with -v, as late as that). In a process of its own this is done on
+    the file descriptor, so it holds for what Ray's C++ core prints too; under a caller that
+    replaced ``sys.stdout`` (a test), on the Python stream."""
+    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
+        document = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            yield document
+        return
+    sys.stdout.flush()
+    document = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # for the rest of the process
+    try:
+        yield document
+    finally:
+        document.close()
+
+
+def _print_document(result, stream) -> None:
+    document = {
+        "search": result.name,
+        "mlflow_run_id": result.parent_run_id,
+        "tracking_uri": result.tracking_uri,
+        "experiment": result.experiment,
+        "study": {"name": result.study_name, "storage": result.optuna_url},
+        "interrupted": result.interrupted,
+        "trials": [_row_dict(row) for row in result.rows],
+        "best": [row.number for row in result.best],
+        "artifacts": {key: str(path) for key, path in result.artifacts.items()},
+        "notes": result.notes,
+    }
+    print(json.dumps(document, indent=2, default=str), file=stream, flush=True)
 
 
 def print_summary(result, space) -> None:
