@@ -41,9 +41,9 @@ def error_text(trial) -> str:
     try:
         error = trial.get_error()
     except Exception:  # the error file may be gone; the status says enough then
-        error = None
-    if error is None:
-        return "the trial failed (no error recorded)"
+        return "the trial failed (its error could not be read)"
+    if error is None:  # Tune records none for a trial whose process or node died
+        return "Ray recorded no error: its process or node died"
     text = str(error).strip().splitlines()
     # Tune's error text ends with the innermost exception line.
     return " ".join(text[-1].split())[:2000] if text else type(error).__name__

@@ -20,7 +20,7 @@ from ray.tune.schedulers import TrialScheduler
 from raysearch.private_api import searcher_completed, searcher_trials
 from raysearch.runtime import DRIVER_RESOURCE, TrialFootprint
 from raysearch.search import _concurrency
-from raysearch.search_callbacks import Progress, trial_status, trim_checkpoints
+from raysearch.search_callbacks import Progress, error_text, trial_status, trim_checkpoints
 from raysearch.search_report import TrialRow, space_param_names
 from raysearch.search_state import (
     FINISHED_KEY,
@@ -765,3 +765,26 @@ def test_a_resumed_trial_whose_run_ended_ends_again_as_it_did_without_training()
     result = _ended_result(pruned)
     assert FINISHED_KEY not in result and result["epochs_completed"] == 2
     assert result["robust_leaf"] == 0.5 and result["mlflow_run_id"] == "r1"
+
+
+def _failed_trial(get_error):
+    return SimpleNamespace(get_error=get_error)
+
+
+def _unreadable():
+    raise OSError("error.pkl is gone")
+
+
+@pytest.mark.parametrize(
+    ("get_error", "text"),
+    [
+        (lambda: None, "Ray recorded no error: its process or node died"),
+        (_unreadable, "the trial failed (its error could not be read)"),
+        (
+            lambda: RuntimeError("Traceback ...\n  File x\nValueError:   lr   must be > 0"),
+            "ValueError: lr must be > 0",
+        ),
+    ],
+)
+def test_a_failed_trial_is_explained_in_one_line(get_error, text):
+    assert error_text(_failed_trial(get_error)) == text
