@@ -44,35 +44,41 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return {**environment, **extra}
 
 
-def left_behind(group: int) -> list[str]:
-    """The live (not zombie) processes of process group ``group``, as ``pid name``."""
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    parent: int
+    group: int
+    name: str
+
+
+def _live_processes() -> list[_Process]:
+    """This machine's processes that are not zombies, read from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            name = (entry / "comm").read_text().strip()
-        except OSError:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended meanwhile
             continue
-        state, pgid = fields[0], int(fields[2])
-        if pgid == group and state != "Z":
-            found.append(f"{entry.name} {name}")
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        fields = rest.split()
+        if fields[0] != "Z":
+            found.append(_Process(int(entry.name), int(fields[1]), int(fields[2]), name))
     return found
+
+
+def left_behind(group: int) -> list[str]:
+    """The live processes of process group ``group``, as ``pid name``."""
+    return [f"{p.pid} {p.name}" for p in _live_processes() if p.group == group]
 
 
 def descendants(pid: int) -> list[int]:
     """The live processes below ``pid`` in the process tree (children, their children, ...)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    for process in _live_processes():
+        children.setdefault(process.parent, []).append(process.pid)
     found, todo = [], list(children.get(pid, []))
     while todo:
         child = todo.pop()
@@ -153,7 +159,7 @@ class RayCluster:
 
     def freeze_node(self, node_id: str) -> list[int]:
         """Stop a worker node's raylet and every process it started, all at once (a machine
-        that stalls or is cut off); returns their pids, for :func:`kill` or :func:`thaw`."""
+        that stalls or is cut off); returns their pids, for :meth:`thaw`."""
         raylet = self.node(node_id)["raylet_pid"]
         frozen = [raylet, *descendants(raylet)]
         for pid in frozen:

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.json:
             _print_document(result, document)
-    if not args.json:
-        print_summary(result, space)
+        else:
+            print_summary(result, space)
     if result.interrupted:
         print(
             f"raysearch: search {result.name} interrupted; continue it with: raysearch launch "

@@ -767,10 +767,6 @@ def test_a_resumed_trial_whose_run_ended_ends_again_as_it_did_without_training()
     assert result["robust_leaf"] == 0.5 and result["mlflow_run_id"] == "r1"
 
 
-def _failed_trial(get_error):
-    return SimpleNamespace(get_error=get_error)
-
-
 def _unreadable():
     raise OSError("error.pkl is gone")
 
@@ -787,4 +783,4 @@ def _unreadable():
     ],
 )
 def test_a_failed_trial_is_explained_in_one_line(get_error, text):
-    assert error_text(_failed_trial(get_error)) == text
+    assert error_text(SimpleNamespace(get_error=get_error)) == text
